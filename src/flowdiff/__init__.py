@@ -1,0 +1,66 @@
+"""flowdiff: flow and diffusion generative models.
+
+Noise X_0 ~ p_init is carried to data X_1 ~ p_data by simulating an ODE dX = u_t(X) dt
+(a flow model) or an SDE dX = u_t(X) dt + sigma_t dW (a diffusion model), whose vector
+field is a network trained by flow matching. Public names are imported on first use, so
+`import flowdiff` stays fast for the command line.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    # layer 1: dynamics
+    "ODE": "flowdiff.dynamics.equations",
+    "SDE": "flowdiff.dynamics.equations",
+    "simulate": "flowdiff.dynamics.simulate",
+    "Trajectory": "flowdiff.dynamics.simulate",
+    "get_solver": "flowdiff.dynamics.solvers",
+    "BrownianMotion": "flowdiff.dynamics.processes",
+    "OrnsteinUhlenbeck": "flowdiff.dynamics.processes",
+    "Langevin": "flowdiff.dynamics.processes",
+    "Gaussian": "flowdiff.dynamics.densities",
+    "GaussianMixture": "flowdiff.dynamics.densities",
+    # layer 2: paths
+    "GaussianPath": "flowdiff.paths.gaussian_path",
+    # layer 3: learning
+    "flow_matching_loss": "flowdiff.learning.losses",
+    "score_matching_loss": "flowdiff.learning.losses",
+    "sample": "flowdiff.learning.sampling",
+    "log_prob": "flowdiff.learning.likelihood",
+    "Trainer": "flowdiff.learning.training.trainer",
+    "train": "flowdiff.learning.training.trainer",
+    "load": "flowdiff.learning.training.checkpoint",
+    "EMA": "flowdiff.learning.training.ema",
+}
+
+_MODULES = {
+    "grids": "flowdiff.dynamics.grids",
+    "solvers": "flowdiff.dynamics.solvers",
+    "schedules": "flowdiff.paths.schedules",
+    "couplings": "flowdiff.paths.couplings",
+    "models": "flowdiff.learning.models",
+    "metrics": "flowdiff.learning.metrics",
+    "datasets": "flowdiff.data",
+    "errors": "flowdiff.errors",
+}
+
+__all__ = sorted([*_PUBLIC, *_MODULES])
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    elif name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
+    else:
+        raise AttributeError(f"module 'flowdiff' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,1 @@
+"""Layer 4 (edge): the `flowdiff` command line."""

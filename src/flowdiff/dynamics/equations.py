@@ -1,0 +1,59 @@
+"""Differential equations: the ODE dX = u_t(X) dt and the SDE dX = u_t(X) dt + sigma_t dW."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from flowdiff.errors import IncompatibleError, InvalidInputError
+
+Field = Callable[..., torch.Tensor]
+"""A vector field called as `f(x, t, **cond)` returning a tensor shaped like (or broadcastable to) x."""
+
+
+@dataclass
+class ODE:
+    """An ordinary differential equation dX_t = u_t(X_t) dt given by its drift u(x, t)."""
+
+    drift: Field
+
+    def __post_init__(self) -> None:
+        if not callable(self.drift):
+            raise IncompatibleError(f"ODE drift must be callable f(x, t), got {type(self.drift)}")
+
+
+class ConstantDiffusion:
+    """A diffusion coefficient sigma_t = sigma that is the same for every time and state."""
+
+    def __init__(self, sigma: float) -> None:
+        sigma = float(sigma)
+        if not sigma >= 0.0:
+            raise InvalidInputError(f"diffusion coefficient must be >= 0, got {sigma}")
+        self.sigma = sigma
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self.sigma, dtype=x.dtype, device=x.device)
+
+    def __repr__(self) -> str:
+        return f"ConstantDiffusion({self.sigma})"
+
+
+class SDE:
+    """A stochastic differential equation dX_t = u_t(X_t) dt + sigma_t dW_t with additive noise.
+
+    `diffusion` is a number or a callable `sigma(x, t)` returning a scalar or a tensor
+    broadcastable to x (a per-dimension coefficient). The noise is additive: the coefficient
+    may depend on t but must not depend on x (Euler–Maruyama would still be consistent, but the
+    stochastic Heun method assumes it).
+    """
+
+    def __init__(self, drift: Field, diffusion: float | Field) -> None:
+        if not callable(drift):
+            raise IncompatibleError(f"SDE drift must be callable f(x, t), got {type(drift)}")
+        self.drift = drift
+        self.diffusion = diffusion if callable(diffusion) else ConstantDiffusion(diffusion)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(drift={self.drift!r}, diffusion={self.diffusion!r})"

@@ -1,0 +1,75 @@
+"""Time grids: 1-d tensors of times at which a simulation evaluates its equation."""
+
+from __future__ import annotations
+
+import torch
+
+from flowdiff.errors import InvalidInputError
+
+
+def _check_steps(steps: int) -> None:
+    if not isinstance(steps, int) or steps < 1:
+        raise InvalidInputError(f"steps must be a positive integer, got {steps!r}")
+
+
+def uniform(
+    t0: float = 0.0, t1: float = 1.0, steps: int = 100, device=None, dtype=torch.float32
+) -> torch.Tensor:
+    """Equally spaced times t0 = t_0 < ... < t_steps = t1 (steps + 1 points)."""
+    _check_steps(steps)
+    return torch.linspace(t0, t1, steps + 1, device=device, dtype=dtype)
+
+
+def shifted(
+    t0: float = 0.0,
+    t1: float = 1.0,
+    steps: int = 100,
+    shift: float = 3.0,
+    device=None,
+    dtype=torch.float32,
+) -> torch.Tensor:
+    """Uniform times s mapped by t = s / (s + shift (1 - s)): shift > 1 puts more steps near t=0.
+
+    The flow-model time shift (as in rectified-flow samplers) spends steps at the noise end,
+    where the marginal velocity changes fastest; shift = 1 gives the uniform grid.
+    """
+    if not shift > 0:
+        raise InvalidInputError(f"shift must be > 0, got {shift}")
+    s = uniform(t0, t1, steps, device=device, dtype=torch.float64)
+    t = s / (s + shift * (1.0 - s))
+    return t.to(dtype)
+
+
+def rho(
+    t0: float = 0.0,
+    t1: float = 1.0,
+    steps: int = 100,
+    rho: float = 7.0,
+    device=None,
+    dtype=torch.float32,
+) -> torch.Tensor:
+    """EDM/Karras-style grid: remaining time 1 - t spaced uniformly in its 1/rho power.
+
+    (1 - t_i)^(1/rho) is linear in i, so steps crowd towards t = 1 (the data end), as the
+    Karras et al. (2022) noise-level grid does for diffusion models.
+    """
+    if not rho > 0:
+        raise InvalidInputError(f"rho must be > 0, got {rho}")
+    _check_steps(steps)
+    i = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    a, b = (1.0 - t0) ** (1.0 / rho), (1.0 - t1) ** (1.0 / rho)
+    t = 1.0 - (a + i * (b - a)) ** rho
+    t[0], t[-1] = t0, t1
+    return t.to(device=device, dtype=dtype)
+
+
+def karras(
+    sigma_min: float = 0.002, sigma_max: float = 80.0, steps: int = 18, rho: float = 7.0
+) -> torch.Tensor:
+    """Karras et al. (2022) noise levels sigma_i from sigma_max down to sigma_min (steps + 1)."""
+    if not 0 < sigma_min < sigma_max:
+        raise InvalidInputError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+    _check_steps(steps)
+    i = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    a, b = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
+    return ((a + i * (b - a)) ** rho).float()

@@ -1,0 +1,247 @@
+"""Solvers: fixed-step Runge–Kutta methods driven by their coefficients, an adaptive Dopri5
+(torchdiffeq), and the Euler–Maruyama and stochastic Heun methods for SDEs.
+
+A solver knows nothing of models: it sees an equation (drift, diffusion), a state and times.
+Every fixed-step solver shares one loop, `FixedStepSolver.integrate`; a method only says how
+to take one step. `get_solver` turns a registered name ("heun") or an object into a solver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from flowdiff.dynamics.equations import ODE, SDE
+from flowdiff.errors import IncompatibleError, InvalidInputError
+
+
+class Solver:
+    """A numerical method for an ODE or an SDE; `order` is its (strong, for SDEs) order."""
+
+    name: str = "solver"
+    order: float = 0.0
+    equation_type: type = ODE
+
+    def check(self, equation) -> None:
+        """Raise unless this solver can integrate `equation` (no silent ODE/SDE fallback)."""
+        if not isinstance(equation, self.equation_type):
+            want, got = self.equation_type.__name__, type(equation).__name__
+            raise IncompatibleError(
+                f"solver '{self.name}' integrates an {want}, got an {got}; "
+                f"choose one of: {', '.join(solver_names(type(equation)))}"
+            )
+
+    def integrate(
+        self,
+        equation,
+        x0: torch.Tensor,
+        ts: torch.Tensor,
+        save_all: bool,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> tuple[list[torch.Tensor], int]:
+        """Integrate from x0 along ts; return the saved states and the number of drift calls."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class FixedStepSolver(Solver):
+    """A one-step method on a given grid: subclasses define `step`; this class owns the loop."""
+
+    stages: int = 1
+
+    def step(self, equation, x, t, dt, dw):  # pragma: no cover - interface
+        """Advance x at time t by dt (dw: the Brownian increment, None for ODEs)."""
+        raise NotImplementedError
+
+    def integrate(self, equation, x0, ts, save_all, generator=None, noise=None):
+        times = ts.unbind(0)
+        dts = (ts[1:] - ts[:-1]).unbind(0)
+        increments = self._increments(x0, ts, generator, noise)
+        x, states = x0, [x0] if save_all else []
+        for i, dt in enumerate(dts):
+            x = self.step(equation, x, times[i], dt, None if increments is None else increments(i))
+            if save_all:
+                states.append(x)
+        if not save_all:
+            states.append(x)
+        return states, self.stages * len(dts)
+
+    def _increments(self, x0, ts, generator, noise) -> Callable[[int], torch.Tensor] | None:
+        return None
+
+
+class RungeKutta(FixedStepSolver):
+    """An explicit Runge–Kutta method given by its Butcher tableau (a, b, c)."""
+
+    def __init__(
+        self,
+        name: str,
+        order: int,
+        a: Sequence[Sequence[float]],
+        b: Sequence[float],
+        c: Sequence[float],
+    ) -> None:
+        if not (len(a) == len(b) == len(c)):
+            raise InvalidInputError("Butcher tableau rows a, weights b and nodes c must match")
+        self.name, self.order, self.stages = name, order, len(b)
+        self.a = [tuple(row) for row in a]
+        self.b, self.c = tuple(b), tuple(c)
+
+    def step(self, equation, x, t, dt, dw=None):
+        """k_i = u(x + dt sum_j a_ij k_j, t + c_i dt); x' = x + dt sum_i b_i k_i."""
+        drift = equation.drift
+        ks: list[torch.Tensor] = []
+        for row, c in zip(self.a, self.c):
+            xi = x
+            for a_ij, k in zip(row, ks):
+                if a_ij:
+                    xi = xi + (a_ij * dt) * k
+            ks.append(drift(xi, t + c * dt if c else t))
+        return x + dt * _weighted_sum(self.b, ks)
+
+    def __repr__(self) -> str:
+        return f"RungeKutta({self.name!r}, order={self.order})"
+
+
+def _weighted_sum(weights: Sequence[float], terms: Sequence[torch.Tensor]) -> torch.Tensor:
+    """sum_i w_i k_i, skipping zero weights and unit multiplications."""
+    total = None
+    for w, k in zip(weights, terms):
+        if w:
+            term = k if w == 1 else w * k
+            total = term if total is None else total + term
+    return total
+
+
+def euler() -> RungeKutta:
+    """Euler's method x' = x + dt u(x, t): order 1."""
+    return RungeKutta("euler", 1, a=[[]], b=[1.0], c=[0.0])
+
+
+def midpoint() -> RungeKutta:
+    """The explicit midpoint method: order 2."""
+    return RungeKutta("midpoint", 2, a=[[], [0.5]], b=[0.0, 1.0], c=[0.0, 0.5])
+
+
+def heun() -> RungeKutta:
+    """Heun's method (explicit trapezoid): order 2."""
+    return RungeKutta("heun", 2, a=[[], [1.0]], b=[0.5, 0.5], c=[0.0, 1.0])
+
+
+def rk4() -> RungeKutta:
+    """The classical fourth-order Runge–Kutta method: order 4."""
+    return RungeKutta(
+        "rk4",
+        4,
+        a=[[], [0.5], [0.0, 0.5], [0.0, 0.0, 1.0]],
+        b=[1 / 6, 1 / 3, 1 / 3, 1 / 6],
+        c=[0.0, 0.5, 0.5, 1.0],
+    )
+
+
+class Dopri5(Solver):
+    """Adaptive Dormand–Prince 5(4) through torchdiffeq.odeint: order 5, error-controlled."""
+
+    name = "dopri5"
+    order = 5
+
+    def __init__(self, rtol: float = 1e-5, atol: float = 1e-5) -> None:
+        if not (rtol > 0 and atol > 0):
+            raise InvalidInputError(f"rtol and atol must be > 0, got {rtol}, {atol}")
+        self.rtol, self.atol = rtol, atol
+
+    def integrate(self, equation, x0, ts, save_all, generator=None, noise=None):
+        from torchdiffeq import odeint
+
+        calls = [0]
+
+        def func(t, x):
+            calls[0] += 1
+            return equation.drift(x, t)
+
+        grid = ts if save_all else ts[[0, -1]]
+        states = odeint(func, x0, grid, rtol=self.rtol, atol=self.atol, method="dopri5")
+        return list(states.unbind(0)) if save_all else [states[-1]], calls[0]
+
+    def __repr__(self) -> str:
+        return f"Dopri5(rtol={self.rtol}, atol={self.atol})"
+
+
+class SDESolver(FixedStepSolver):
+    """A fixed-step SDE method: draws Brownian increments dW ~ N(0, |dt| I) from the generator."""
+
+    equation_type = SDE
+    weak_order: float = 1.0
+
+    def _increments(self, x0, ts, generator, noise):
+        scale = (ts[1:] - ts[:-1]).abs().sqrt().unbind(0)
+        if noise is not None:
+            return lambda i: scale[i] * noise[i]
+        return lambda i: scale[i] * torch.randn(
+            x0.shape, generator=generator, device=x0.device, dtype=x0.dtype
+        )
+
+
+class EulerMaruyama(SDESolver):
+    """Euler–Maruyama x' = x + u(x, t) dt + sigma_t dW: strong order 1/2, weak order 1."""
+
+    name = "euler_maruyama"
+    order = 0.5
+    weak_order = 1.0
+
+    def step(self, equation, x, t, dt, dw):
+        return x + dt * equation.drift(x, t) + equation.diffusion(x, t) * dw
+
+
+class StochasticHeun(SDESolver):
+    """Stochastic Heun (predictor–corrector trapezoid) for additive noise: strong order 1."""
+
+    name = "stochastic_heun"
+    order = 1.0
+    weak_order = 1.0
+    stages = 2
+
+    def step(self, equation, x, t, dt, dw):
+        drift, diffusion = equation.drift, equation.diffusion
+        f0, g0 = drift(x, t), diffusion(x, t)
+        predictor = x + dt * f0 + g0 * dw
+        t1 = t + dt
+        f1, g1 = drift(predictor, t1), diffusion(predictor, t1)
+        return x + (0.5 * dt) * (f0 + f1) + (0.5 * (g0 + g1)) * dw
+
+
+SOLVERS: dict[str, Callable[[], Solver]] = {
+    "euler": euler,
+    "midpoint": midpoint,
+    "heun": heun,
+    "rk4": rk4,
+    "dopri5": Dopri5,
+    "euler_maruyama": EulerMaruyama,
+    "stochastic_heun": StochasticHeun,
+}
+"""The registry: a solver's name -> a function that makes it."""
+
+
+def register(name: str, factory: Callable[[], Solver]) -> None:
+    """Add a solver to the registry under `name`."""
+    SOLVERS[name] = factory
+
+
+def solver_names(equation_type: type | None = None) -> list[str]:
+    """Registered solver names, optionally only those for ODE or SDE."""
+    if equation_type is None:
+        return list(SOLVERS)
+    return [n for n, f in SOLVERS.items() if f().equation_type is equation_type]
+
+
+def get_solver(solver: str | Solver) -> Solver:
+    """Return `solver` itself, or the registered solver of that name."""
+    if isinstance(solver, Solver):
+        return solver
+    if isinstance(solver, str) and solver in SOLVERS:
+        return SOLVERS[solver]()
+    raise InvalidInputError(f"unknown solver {solver!r}; choose one of: {', '.join(SOLVERS)}")

@@ -1,0 +1,1 @@
+"""Layer 3: networks, losses, guidance, sampling, likelihood, metrics and training."""

@@ -1,0 +1,1 @@
+"""Training: the trainer, EMA weights and checkpoints."""

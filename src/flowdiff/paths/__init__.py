@@ -1,0 +1,1 @@
+"""Layer 2: noise schedules, Gaussian probability paths and couplings."""

@@ -1,0 +1,1 @@
+"""Layer 4 (edge): plots, figures and HTML reports."""
