@@ -1,0 +1,90 @@
+"""Embeddings of the time t and the label y that condition every network in flowdiff."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from flowdiff.errors import InvalidInputError
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """[cos(w_k t), sin(w_k t)] with frequencies w_k = 1000 / max_period^(k / half), shape (batch, dim).
+
+    Times in [0, 1] are scaled by 1000 so that the lowest frequencies still vary across [0, 1].
+    """
+    half = dim // 2
+    k = torch.arange(half, device=t.device, dtype=torch.float32)
+    freqs = 1000.0 * torch.exp(-math.log(max_period) * k / half)
+    angles = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+def batch_times(t: torch.Tensor | float, batch: int, device=None) -> torch.Tensor:
+    """Turn t (a number, a 0-d tensor or shape (batch,)) into a (batch,) tensor."""
+    t = torch.as_tensor(t, device=device)
+    if t.ndim == 0:
+        return t.expand(batch)
+    t = t.reshape(-1)
+    if t.shape[0] == 1:
+        return t.expand(batch)
+    if t.shape[0] != batch:
+        raise InvalidInputError(f"t must be 0-d or have {batch} entries, got shape {tuple(t.shape)}")
+    return t
+
+
+class TimeEmbedding(nn.Module):
+    """t -> MLP(sinusoidal(t)): a learned (batch, dim) embedding of the time."""
+
+    def __init__(self, dim: int, frequencies: int | None = None) -> None:
+        super().__init__()
+        self.frequencies = frequencies or dim
+        self.net = nn.Sequential(nn.Linear(self.frequencies, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor, batch: int) -> torch.Tensor:
+        """Embed t (0-d or (batch,)) for a batch of the given size."""
+        t = batch_times(t, batch, device=self.net[0].weight.device)
+        return self.net(sinusoidal_embedding(t, self.frequencies).to(self.net[0].weight.dtype))
+
+
+class LabelEmbedding(nn.Module):
+    """y -> a learned (batch, dim) vector; index `num_classes` is the null label (no condition).
+
+    Classifier-free guidance trains with some labels replaced by the null label and mixes
+    the conditional and unconditional fields at sampling time. `y=None` means all null.
+    """
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise InvalidInputError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.null_label = num_classes
+        self.table = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, y: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """Embed labels y (shape (batch,) or 0-d; None = the null label)."""
+        device = self.table.weight.device
+        if y is None:
+            y = torch.full((batch,), self.null_label, device=device, dtype=torch.long)
+        y = torch.as_tensor(y, device=device).long()
+        y = y.expand(batch) if y.ndim == 0 else y
+        if y.shape != (batch,):
+            raise InvalidInputError(f"labels y must have shape ({batch},), got {tuple(y.shape)}")
+        return self.table(y)
+
+
+def check_labels(y: torch.Tensor, num_classes: int | None) -> None:
+    """Raise unless labels lie in 0..num_classes (num_classes itself is the null label)."""
+    if num_classes is None:
+        raise InvalidInputError("labels were given to a model trained without labels (num_classes=None)")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) > num_classes):
+        raise InvalidInputError(
+            f"labels must lie in 0..{num_classes - 1} (or {num_classes}, the null label), "
+            f"got values from {int(y.min())} to {int(y.max())}"
+        )
