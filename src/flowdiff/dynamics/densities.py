@@ -13,13 +13,21 @@ import torch
 from flowdiff.errors import InvalidInputError
 
 
-def _as_covariances(covs, k: int, d: int) -> torch.Tensor:
+def _floating(value, dtype=None) -> torch.Tensor:
+    """A floating tensor keeping the precision of a floating input (else `dtype` or the default)."""
+    value = torch.as_tensor(value)
+    if value.is_floating_point() and dtype is None:
+        return value
+    return value.to(dtype or torch.get_default_dtype())
+
+
+def _as_covariances(covs, k: int, d: int, dtype: torch.dtype) -> torch.Tensor:
     """Turn a number, per-dimension variances or full matrices into (k, d, d) covariances."""
-    covs = torch.as_tensor(covs, dtype=torch.get_default_dtype())
+    covs = _floating(covs, dtype)
     if covs.ndim == 0:
-        covs = covs * torch.eye(d).expand(k, d, d)
+        covs = covs * torch.eye(d, dtype=dtype).expand(k, d, d)
     elif covs.ndim == 1 and covs.shape[0] == k:
-        covs = covs[:, None, None] * torch.eye(d)
+        covs = covs[:, None, None] * torch.eye(d, dtype=dtype)
     elif covs.ndim == 2 and covs.shape == (d, d):
         covs = covs.expand(k, d, d)
     elif covs.ndim == 2 and covs.shape == (k, d):
@@ -37,15 +45,16 @@ class GaussianMixture:
     """
 
     def __init__(self, means, covs=1.0, weights=None) -> None:
-        means = torch.as_tensor(means, dtype=torch.get_default_dtype())
+        means = _floating(means)
         if means.ndim != 2:
             raise InvalidInputError(f"means must have shape (K, d), got {tuple(means.shape)}")
         k, d = means.shape
-        weights = torch.ones(k) if weights is None else torch.as_tensor(weights, dtype=means.dtype)
+        weights = torch.ones(k) if weights is None else torch.as_tensor(weights)
+        weights = weights.to(means.dtype)
         if weights.shape != (k,) or not bool((weights > 0).all()):
             raise InvalidInputError(f"weights must be {k} positive numbers, got {weights.tolist()}")
         self.means = means.clone()
-        self.covs = _as_covariances(covs, k, d)
+        self.covs = _as_covariances(covs, k, d, means.dtype)
         self.weights = weights / weights.sum()
         try:
             self.chol = torch.linalg.cholesky(self.covs)
@@ -133,7 +142,7 @@ class Gaussian(GaussianMixture):
     """N(mean, cov): a mixture of one component; cov a number, (d,) variances or (d, d)."""
 
     def __init__(self, mean, cov=1.0) -> None:
-        mean = torch.as_tensor(mean, dtype=torch.get_default_dtype())
+        mean = _floating(mean)
         if mean.ndim != 1:
             raise InvalidInputError(f"mean must have shape (d,), got {tuple(mean.shape)}")
         cov = torch.as_tensor(cov, dtype=mean.dtype)

@@ -33,8 +33,8 @@ class ConstantDiffusion:
             raise InvalidInputError(f"diffusion coefficient must be >= 0, got {sigma}")
         self.sigma = sigma
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(self.sigma, dtype=x.dtype, device=x.device)
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> float:
+        return self.sigma  # a Python number: no tensor built (or host sync) at every step
 
     def __repr__(self) -> str:
         return f"ConstantDiffusion({self.sigma})"

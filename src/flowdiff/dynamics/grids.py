@@ -45,20 +45,31 @@ def rho(
     t1: float = 1.0,
     steps: int = 100,
     rho: float = 7.0,
+    min_remaining: float = 1e-3,
     device=None,
     dtype=torch.float32,
 ) -> torch.Tensor:
     """EDM/Karras-style grid: remaining time 1 - t spaced uniformly in its 1/rho power.
 
     (1 - t_i)^(1/rho) is linear in i, so steps crowd towards t = 1 (the data end), as the
-    Karras et al. (2022) noise-level grid does for diffusion models.
+    Karras et al. (2022) noise-level grid does for diffusion models. As there, the spacing
+    stops at a smallest remaining time `min_remaining` (their sigma_min) and one last step
+    goes to t1: otherwise the final steps would shrink like (1/steps)^rho, below float32
+    resolution near 1.
     """
     if not rho > 0:
         raise InvalidInputError(f"rho must be > 0, got {rho}")
+    if not 0 < min_remaining < 1:
+        raise InvalidInputError(f"min_remaining must be in (0, 1), got {min_remaining}")
     _check_steps(steps)
-    i = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
-    a, b = (1.0 - t0) ** (1.0 / rho), (1.0 - t1) ** (1.0 / rho)
+    start, end = 1.0 - t0, 1.0 - t1
+    spaced = steps if end >= min_remaining or steps == 1 else steps - 1
+    end_spaced = max(end, min_remaining) if spaced < steps else end
+    i = torch.linspace(0.0, 1.0, spaced + 1, dtype=torch.float64)
+    a, b = start ** (1.0 / rho), end_spaced ** (1.0 / rho)
     t = 1.0 - (a + i * (b - a)) ** rho
+    if spaced < steps:
+        t = torch.cat([t, torch.tensor([t1], dtype=torch.float64)])
     t[0], t[-1] = t0, t1
     return t.to(device=device, dtype=dtype)
 

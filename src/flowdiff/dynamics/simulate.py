@@ -81,6 +81,14 @@ def simulate(
             f"noise must have shape {(len(ts) - 1, *x0.shape)}, got {tuple(noise.shape)}"
         )
     save_all = save == "all"
-    states, nfe = solver.integrate(equation, x0, ts, save_all, generator, noise)
+    try:
+        states, nfe = solver.integrate(equation, x0, ts, save_all, generator, noise)
+    except RuntimeError as error:
+        if "must match the size" not in str(error):
+            raise
+        raise InvalidInputError(
+            f"the drift or diffusion returned a tensor that does not broadcast to x of shape "
+            f"{tuple(x0.shape)} ({error})"
+        ) from None
     times = ts if save_all else ts[-1:]
     return Trajectory(times=times, states=torch.stack(states), nfe=nfe)

@@ -8,7 +8,8 @@ to take one step. `get_solver` turns a registered name ("heun") or an object int
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -58,20 +59,25 @@ class FixedStepSolver(Solver):
         raise NotImplementedError
 
     def integrate(self, equation, x0, ts, save_all, generator=None, noise=None):
-        times = ts.unbind(0)
         dts = (ts[1:] - ts[:-1]).unbind(0)
         increments = self._increments(x0, ts, generator, noise)
-        x, states = x0, [x0] if save_all else []
-        for i, dt in enumerate(dts):
-            x = self.step(equation, x, times[i], dt, None if increments is None else increments(i))
+        step, x, states = self.step, x0, [x0] if save_all else []
+        for t, dt, dw in zip(ts.unbind(0), dts, increments):
+            x = step(equation, x, t, dt, dw)
             if save_all:
                 states.append(x)
         if not save_all:
             states.append(x)
+        if x.shape != x0.shape:  # broadcasting only grows shapes, so checking the end suffices
+            raise InvalidInputError(
+                f"the state of shape {tuple(x0.shape)} became {tuple(x.shape)}: "
+                "the drift and diffusion must return tensors broadcastable to x"
+            )
         return states, self.stages * len(dts)
 
-    def _increments(self, x0, ts, generator, noise) -> Callable[[int], torch.Tensor] | None:
-        return None
+    def _increments(self, x0, ts, generator, noise) -> Iterator[torch.Tensor | None]:
+        """The Brownian increments dW of each step (None for each step of an ODE)."""
+        return itertools.repeat(None)
 
 
 class RungeKutta(FixedStepSolver):
@@ -90,17 +96,20 @@ class RungeKutta(FixedStepSolver):
         self.name, self.order, self.stages = name, order, len(b)
         self.a = [tuple(row) for row in a]
         self.b, self.c = tuple(b), tuple(c)
+        self._rows = [tuple((j, a_ij) for j, a_ij in enumerate(row) if a_ij) for row in self.a]
+        self._one_stage = self.b == (1.0,) and self.c == (0.0,)  # the tableau reduces to Euler
 
     def step(self, equation, x, t, dt, dw=None):
         """k_i = u(x + dt sum_j a_ij k_j, t + c_i dt); x' = x + dt sum_i b_i k_i."""
         drift = equation.drift
+        if self._one_stage:
+            return x + dt * drift(x, t)
         ks: list[torch.Tensor] = []
-        for row, c in zip(self.a, self.c):
+        for row, c in zip(self._rows, self.c):
             xi = x
-            for a_ij, k in zip(row, ks):
-                if a_ij:
-                    xi = xi + (a_ij * dt) * k
-            ks.append(drift(xi, t + c * dt if c else t))
+            for j, a_ij in row:
+                xi = xi + (dt if a_ij == 1 else a_ij * dt) * ks[j]
+            ks.append(drift(xi, t if not c else (t + dt if c == 1 else t + c * dt)))
         return x + dt * _weighted_sum(self.b, ks)
 
     def __repr__(self) -> str:
@@ -178,11 +187,12 @@ class SDESolver(FixedStepSolver):
     weak_order: float = 1.0
 
     def _increments(self, x0, ts, generator, noise):
-        scale = (ts[1:] - ts[:-1]).abs().sqrt().unbind(0)
+        scales = (ts[1:] - ts[:-1]).abs().sqrt().unbind(0)
         if noise is not None:
-            return lambda i: scale[i] * noise[i]
-        return lambda i: scale[i] * torch.randn(
-            x0.shape, generator=generator, device=x0.device, dtype=x0.dtype
+            return (scale * z for scale, z in zip(scales, noise.unbind(0)))
+        return (
+            scale * torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            for scale in scales
         )
 
 
@@ -235,7 +245,7 @@ def solver_names(equation_type: type | None = None) -> list[str]:
     """Registered solver names, optionally only those for ODE or SDE."""
     if equation_type is None:
         return list(SOLVERS)
-    return [n for n, f in SOLVERS.items() if f().equation_type is equation_type]
+    return [n for n, f in SOLVERS.items() if issubclass(equation_type, f().equation_type)]
 
 
 def get_solver(solver: str | Solver) -> Solver:

@@ -1,0 +1,126 @@
+"""`flowdiff simulate`: writes its pictures, and turns bad input into one line on stderr with exit 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from flowdiff.cli.app import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    return subprocess.run([sys.executable, "-m", "flowdiff", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def call(argv: list[str]) -> int:
+    """Run the command line in this process; return its exit status (whether main returns or exits)."""
+    try:
+        main(argv)
+    except SystemExit as done:
+        return 0 if done.code is None else done.code
+    return 0
+
+
+def test_subprocess_writes_a_png(tmp_path):
+    out = tmp_path / "figures"
+    done = run_cli("simulate", "ou", "--theta", "0.25", "--sigma", "1.0", "--paths", "4", "--steps", "50",
+                   "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    png = out / "ou.png"
+    assert png.stat().st_size > 1000 and png.read_bytes()[:8] == PNG_MAGIC
+    assert str(png) in done.stdout
+    assert "Traceback" not in done.stderr
+    assert [p.name for p in out.iterdir()] == ["ou.png"]  # no temporary files left behind
+
+
+def test_subprocess_bad_input_is_one_line_and_exit_2(tmp_path):
+    done = run_cli("simulate", "ou", "--sigma", "-1", "--out", str(tmp_path))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "sigma" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "ou.png").exists()
+
+
+@pytest.mark.parametrize(
+    "process, extra",
+    [
+        ("brownian", ["--sigma", "0.5", "--paths", "5", "--steps", "40", "--t-end", "2"]),
+        ("langevin", ["--paths", "200", "--steps", "100", "--t-end", "5", "--modes", "3"]),
+        ("flow", ["--theta", "0.3", "--omega", "2", "--paths", "6", "--steps", "50", "--solver", "heun"]),
+        ("ou", ["--sigma", "0.5", "--sigma", "2", "--paths", "3", "--steps", "30",
+                "--solver", "stochastic_heun"]),
+    ],
+)
+def test_each_process_draws(process, extra, tmp_path, capsys):
+    assert call(["simulate", process, *extra, "--seed", "3", "--out", str(tmp_path)]) == 0
+    png = tmp_path / f"{process}.png"
+    assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 1000
+    assert f"wrote {png}" in capsys.readouterr().out
+
+
+def test_animate_writes_a_gif(tmp_path, capsys):
+    args = ["simulate", "flow", "--paths", "3", "--steps", "20", "--animate", "--out", str(tmp_path)]
+    assert call(args) == 0
+    gif = tmp_path / "flow.gif"
+    assert gif.read_bytes()[:4] == b"GIF8"
+    assert f"wrote {gif}" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flow.gif", "flow.png"]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["simulate", "wiener"], ["unknown process 'wiener'", "brownian, ou, langevin, flow"]),
+        (["simulate", "ou", "--steps", "0"], ["--steps", ">= 1"]),
+        (["simulate", "ou", "--theta", "-0.5"], ["theta", ">= 0"]),
+        (["simulate", "brownian", "--paths", "0"], ["--paths"]),
+        (["simulate", "brownian", "--t-end", "-1"], ["--t-end"]),
+        (["simulate", "ou", "--solver", "rk7"], ["unknown solver 'rk7'"]),
+        (["simulate", "flow", "--solver", "euler_maruyama"], ["integrates an SDE", "rk4"]),
+        (["simulate", "langevin", "--sigma", "1", "--sigma", "2"], ["one --sigma"]),
+    ],
+)
+def test_bad_input_one_line_exit_2(args, words, tmp_path, capsys):
+    assert call([*args, "--out", str(tmp_path / "figures")]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for word in words:
+        assert word in lines[0]
+    assert not (tmp_path / "figures").exists()
+
+
+def test_out_must_be_a_directory(tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("keep me")
+    assert call(["simulate", "flow", "--steps", "5", "--out", str(target)]) == 2
+    assert "directory" in capsys.readouterr().err
+    assert target.read_text() == "keep me"
+
+
+def test_usage_errors_exit_2(capsys):
+    assert call(["simulate", "ou", "--steps", "many"]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_progress_bar_runs_in_chunks_with_the_same_result(monkeypatch):
+    import rich.console
+    import torch
+
+    import flowdiff as fd
+    from flowdiff.cli.simulate_cmd import simulate_with_progress
+
+    monkeypatch.setattr(rich.console.Console, "is_terminal", property(lambda self: True))
+    ou, x0, ts = fd.OrnsteinUhlenbeck(0.3, 1.0), torch.randn(5, 1), fd.grids.uniform(0, 2, 333)
+    whole = fd.simulate(ou, x0, ts, "euler_maruyama", save="all", generator=torch.Generator().manual_seed(1))
+    generator = torch.Generator().manual_seed(1)
+    chunked = simulate_with_progress(ou, x0, ts, "euler_maruyama", generator, show=True)
+    assert torch.equal(whole.states, chunked.states) and chunked.nfe == whole.nfe == 333
