@@ -66,8 +66,9 @@ class GaussianPath:
     def sample_noise(
         self, shape, generator: torch.Generator | None = None, device=None, dtype=None
     ) -> torch.Tensor:
-        """Draw X_0 ~ p_init = N(0, I) of the given shape."""
-        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        """Draw X_0 ~ p_init = N(0, I) of the given shape (on the generator's device, then moved)."""
+        where = generator.device if generator is not None else device
+        return torch.randn(shape, generator=generator, device=where, dtype=dtype).to(device)
 
     def sample(
         self,

@@ -1,0 +1,144 @@
+"""Training losses: conditional flow matching and denoising score matching.
+
+Both draw t ~ U[t_min, t_max], noise x0 ~ p_init = N(0, I), pair noise and data with a coupling,
+form x_t = alpha_t x1 + beta_t x0 on the Gaussian path and regress the network's output at
+(x_t, t, y) on a conditional target, whose expectation given x_t is the marginal quantity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from flowdiff.errors import IncompatibleError, InvalidInputError
+from flowdiff.paths.couplings import Coupling, get_coupling
+from flowdiff.paths.gaussian_path import GaussianPath, PathSample
+
+
+def draw(kind: str, shape, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
+    """torch.rand/randn ("uniform"/"normal") drawn on the generator's device, then moved to `device`."""
+    source = generator.device if generator is not None else device
+    fn = torch.rand if kind == "uniform" else torch.randn
+    return fn(shape, generator=generator, device=source, dtype=dtype).to(device)
+
+
+def drop_labels(
+    y: torch.Tensor, null_label: int, p: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Replace each label by the null label with probability p (classifier-free guidance training)."""
+    if p <= 0:
+        return y
+    dropped = draw("uniform", y.shape, generator, y.device, torch.float32) < p
+    return torch.where(dropped, torch.full_like(y, null_label), y)
+
+
+def _check_model_input(model, x1: torch.Tensor, y, label_dropout: float) -> None:
+    shape = getattr(model, "data_shape", None)
+    if shape is not None and tuple(x1.shape[1:]) != tuple(shape):
+        raise InvalidInputError(
+            f"data points have shape {tuple(x1.shape[1:])} but the model expects {tuple(shape)}"
+        )
+    if x1.ndim < 2 or x1.shape[0] < 1:
+        raise InvalidInputError(f"x1 must be a batch of shape (batch, *shape), got {tuple(x1.shape)}")
+    if not 0.0 <= label_dropout <= 1.0:
+        raise InvalidInputError(f"label_dropout must be a probability in [0, 1], got {label_dropout}")
+    if y is not None and getattr(model, "num_classes", None) is None:
+        raise IncompatibleError("labels y were given but the model is unconditional (num_classes=None)")
+    if label_dropout > 0 and y is None:
+        raise IncompatibleError("label_dropout needs labels y (it replaces labels by the null label)")
+
+
+def path_batch(
+    model,
+    path: GaussianPath,
+    x1: torch.Tensor,
+    y: torch.Tensor | None = None,
+    coupling: Coupling | str | None = None,
+    label_dropout: float = 0.0,
+    generator: torch.Generator | None = None,
+    t_min: float = 0.0,
+    t_max: float = 1.0,
+) -> tuple[PathSample, dict]:
+    """Draw t, noise, the coupled pairs and x_t; return the path sample and the model's keywords."""
+    _check_model_input(model, x1, y, label_dropout)
+    if not 0.0 <= t_min < t_max <= 1.0:
+        raise InvalidInputError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
+    n = x1.shape[0]
+    x0 = draw("normal", x1.shape, generator, x1.device, x1.dtype)
+    pair = get_coupling(coupling)(x0, x1, y, generator)
+    t = t_min + (t_max - t_min) * draw("uniform", (n,), generator, x1.device, x1.dtype)
+    sample = path.sample(pair.x1, t, noise=pair.x0)
+    cond = {}
+    if pair.y is not None:
+        cond["y"] = drop_labels(pair.y, model.num_classes, label_dropout, generator)
+    return sample, cond
+
+
+def flow_matching_loss(
+    model,
+    path: GaussianPath,
+    x1: torch.Tensor,
+    y: torch.Tensor | None = None,
+    coupling: Coupling | str | None = None,
+    label_dropout: float = 0.0,
+    generator: torch.Generator | None = None,
+    t_min: float = 0.0,
+    t_max: float = 1.0,
+) -> torch.Tensor:
+    """Conditional flow matching: mean |u_theta(x_t, t, y) - (d_alpha_t x1 + d_beta_t x0)|^2 over entries."""
+    s, cond = path_batch(model, path, x1, y, coupling, label_dropout, generator, t_min, t_max)
+    return (model(s.x_t, s.t, **cond) - s.velocity).pow(2).mean()
+
+
+WEIGHTINGS = ("noise", "uniform")
+"""Score-matching weightings lambda_t: "noise" = beta_t^2, "uniform" = 1."""
+
+
+def score_matching_loss(
+    model,
+    path: GaussianPath,
+    x1: torch.Tensor,
+    y: torch.Tensor | None = None,
+    coupling: Coupling | str | None = None,
+    label_dropout: float = 0.0,
+    generator: torch.Generator | None = None,
+    weighting: str = "noise",
+    t_min: float = 0.0,
+    t_max: float = 1.0,
+) -> torch.Tensor:
+    """Denoising score matching E lambda_t |s_theta(x_t, t, y) + x0 / beta_t|^2 (conditional score target).
+
+    weighting="noise" (default): lambda_t = beta_t^2, i.e. E |beta_t s_theta + x0|^2, the
+    noise-prediction form — finite for every t, as the target -x0/beta_t is not at t = 1.
+    weighting="uniform": lambda_t = 1, with beta_t clamped at the path's min_scale; its target
+    variance 1/beta_t^2 explodes near t = 1, so pair it with t_max < 1.
+    A network that predicts the noise trains with this loss as `Converted(net, path, "noise", "score")`.
+    """
+    if weighting not in WEIGHTINGS:
+        raise InvalidInputError(f"unknown weighting {weighting!r}; choose one of: {', '.join(WEIGHTINGS)}")
+    s, cond = path_batch(model, path, x1, y, coupling, label_dropout, generator, t_min, t_max)
+    score = model(s.x_t, s.t, **cond)
+    beta = path.values(s.t, s.x_t).beta
+    if weighting == "noise":
+        return (beta * score + s.noise).pow(2).mean()
+    return (score + s.noise / beta.clamp_min(path.min_scale)).pow(2).mean()
+
+
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+    "flow_matching": flow_matching_loss,
+    "score_matching": score_matching_loss,
+}
+"""Losses by name."""
+
+LOSS_PREDICTIONS = {"flow_matching": "velocity", "score_matching": "score"}
+"""What a network trained with each loss predicts (pass it to `sample(..., prediction=...)`)."""
+
+
+def get_loss(loss: str | Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """The loss function of that name (or the callable itself)."""
+    if callable(loss):
+        return loss
+    if loss not in LOSSES:
+        raise InvalidInputError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
+    return LOSSES[loss]
