@@ -1,0 +1,273 @@
+"""A small CNN classifier that measures generated images without downloads.
+
+Two numbers come from a classifier trained on the same data set as the generative model:
+
+- conditional accuracy: the fraction of samples generated for label y that the classifier
+  assigns to y;
+- feature Fréchet distance: ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^(1/2)) between
+  Gaussian fits (mean mu, covariance S) of the classifier's penultimate-layer features of
+  real and generated images.
+
+Both are data-set-specific measures: they depend on this classifier and this data set and
+are comparable only between models of the same data set measured with the same classifier.
+The Fréchet distance here is NOT the Inception FID of the literature and its values cannot
+be compared with published FID numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flowdiff.errors import IncompatibleError, InvalidInputError
+
+
+class ImageClassifier(nn.Module):
+    """CNN: [conv3x3-SiLU-conv3x3-SiLU-pool] stages -> global average -> Linear-SiLU (features) -> logits."""
+
+    def __init__(self, channels: int, image_size: int | tuple[int, int], num_classes: int,
+                 width: int = 32, feature_dim: int = 128) -> None:
+        super().__init__()
+        height, wide = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if num_classes < 2:
+            raise InvalidInputError(f"a classifier needs at least 2 classes, got {num_classes}")
+        self.data_shape = (int(channels), int(height), int(wide))
+        self.num_classes = int(num_classes)
+        self._kwargs = {"channels": int(channels), "image_size": [int(height), int(wide)],
+                        "num_classes": self.num_classes, "width": int(width), "feature_dim": int(feature_dim)}
+        layers: list[nn.Module] = []
+        current, size, stage = channels, min(height, wide), 0
+        while True:
+            out = width * 2**stage
+            layers += [nn.Conv2d(current, out, 3, padding=1), nn.SiLU(),
+                       nn.Conv2d(out, out, 3, padding=1), nn.SiLU()]
+            current = out
+            if size <= 4 or stage == 3:
+                break
+            layers.append(nn.AvgPool2d(2, ceil_mode=True))
+            size, stage = math.ceil(size / 2), stage + 1
+        self.body = nn.Sequential(*layers)
+        self.feature_head = nn.Sequential(nn.Linear(current, feature_dim), nn.SiLU())
+        self.dropout = nn.Dropout(0.2)
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def config(self) -> dict:
+        """JSON-ready keyword arguments that rebuild this classifier."""
+        return dict(self._kwargs)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer features (batch, feature_dim) of images x (batch, C, H, W) in [-1, 1]."""
+        return self.feature_head(self.body(x).mean(dim=(-2, -1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (batch, num_classes)."""
+        return self.head(self.dropout(self.features(x)))
+
+
+@dataclass
+class TrainedClassifier:
+    """A classifier with its accuracy on held-out real images and the file it was cached in."""
+
+    classifier: ImageClassifier
+    test_accuracy: float
+    cache_file: Path | None = None
+    from_cache: bool = False
+
+
+def _check_images(images: torch.Tensor, shape: tuple[int, ...], name: str) -> torch.Tensor:
+    images = torch.as_tensor(images)
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(shape):
+        raise InvalidInputError(
+            f"{name} must have shape (N, {', '.join(map(str, shape))}) like the classifier's data, "
+            f"got {tuple(images.shape)}"
+        )
+    return images
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+@torch.no_grad()
+def _apply(classifier: ImageClassifier, images: torch.Tensor, what: str, batch_size: int = 1024):
+    images = _check_images(images, classifier.data_shape, "images")
+    was_training = classifier.training
+    classifier.eval()
+    device = _device_of(classifier)
+    outputs = []
+    for start in range(0, images.shape[0], batch_size):
+        chunk = images[start : start + batch_size].to(device, torch.float32)
+        outputs.append((classifier.features(chunk) if what == "features" else classifier(chunk)).float())
+    classifier.train(was_training)
+    return torch.cat(outputs).cpu()
+
+
+def predict(classifier: ImageClassifier, images: torch.Tensor) -> torch.Tensor:
+    """The predicted class argmax_k logits_k for each image, shape (N,)."""
+    return _apply(classifier, images, "logits").argmax(dim=-1)
+
+
+def conditional_accuracy(classifier: ImageClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """The fraction of images whose predicted class is their intended label y: mean[argmax f(x) == y]."""
+    labels = torch.as_tensor(labels).long().reshape(-1).cpu()
+    if labels.shape[0] != len(images):
+        raise InvalidInputError(f"{len(images)} images but {labels.shape[0]} labels: give one per image")
+    if labels.numel() == 0:
+        raise InvalidInputError("no images to classify")
+    return float((predict(classifier, images) == labels).float().mean())
+
+
+def frechet_distance(mean1: np.ndarray, cov1: np.ndarray, mean2: np.ndarray, cov2: np.ndarray) -> float:
+    """Fréchet distance between N(m1, S1) and N(m2, S2): ||m1 - m2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))."""
+    from scipy.linalg import sqrtm
+
+    diff = np.asarray(mean1, np.float64) - np.asarray(mean2, np.float64)
+    cov1, cov2 = np.asarray(cov1, np.float64), np.asarray(cov2, np.float64)
+    root = sqrtm(cov1 @ cov2)
+    if not np.isfinite(root).all():  # nearly singular product: regularize both covariances
+        eps = 1e-6 * np.eye(cov1.shape[0])
+        root = sqrtm((cov1 + eps) @ (cov2 + eps))
+    root = np.real(root)
+    value = float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(root))
+    return max(value, 0.0)
+
+
+def feature_frechet_distance(classifier: ImageClassifier, real: torch.Tensor, fake: torch.Tensor) -> float:
+    """Fréchet distance between Gaussian fits of the classifier's penultimate features of real and fake.
+
+    A data-set-specific measure (this classifier, this data set), not the Inception FID.
+    """
+    feats = []
+    for name, images in (("real", real), ("fake", fake)):
+        images = _check_images(images, classifier.data_shape, f"{name} images")
+        if images.shape[0] < 2:
+            raise InvalidInputError(f"need >= 2 {name} images to fit a covariance, got {images.shape[0]}")
+        feats.append(_apply(classifier, images, "features").double().numpy())
+    (real_f, fake_f) = feats
+    return frechet_distance(real_f.mean(0), np.cov(real_f, rowvar=False),
+                            fake_f.mean(0), np.cov(fake_f, rowvar=False))
+
+
+def _shift_augment(x: torch.Tensor, generator: torch.Generator | None, max_shift: int = 1) -> torch.Tensor:
+    """Random translations by up to max_shift pixels (zero-padded at -1, the background)."""
+    if max_shift == 0:
+        return x
+    height, width = x.shape[-2:]
+    padded = F.pad(x, (max_shift,) * 4, value=-1.0)
+    shifts = torch.randint(0, 2 * max_shift + 1, (2,), generator=generator)
+    top, left = int(shifts[0]), int(shifts[1])
+    return padded[..., top : top + height, left : left + width]
+
+
+def train_classifier(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    steps: int = 1500,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    test_fraction: float = 0.2,
+    generator: torch.Generator | None = None,
+    device: str | torch.device | None = None,
+) -> TrainedClassifier:
+    """Train an ImageClassifier by AdamW on cross-entropy with random 1-pixel shifts; test on held-out."""
+    images = torch.as_tensor(images).float()
+    labels = torch.as_tensor(labels).long().reshape(-1)
+    if images.ndim != 4:
+        raise InvalidInputError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+    if labels.shape[0] != images.shape[0]:
+        raise InvalidInputError(f"{images.shape[0]} images but {labels.shape[0]} labels: give one per image")
+    if not 0.0 < test_fraction < 1.0:
+        raise InvalidInputError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    count = images.shape[0]
+    n_test = max(1, int(round(test_fraction * count)))
+    if count - n_test < 2:
+        raise InvalidInputError(f"need more images to train a classifier, got {count}")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    order = torch.randperm(count, generator=generator)
+    train_idx, test_idx = order[n_test:], order[:n_test]
+    train_x, train_y = images[train_idx].to(device), labels[train_idx].to(device)
+    classifier = ImageClassifier(images.shape[1], tuple(images.shape[2:]), num_classes).to(device)
+    optimizer = torch.optim.AdamW(classifier.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
+    classifier.train()
+    for _ in range(steps):
+        batch = torch.randint(0, train_x.shape[0], (batch_size,), generator=generator).to(device)
+        x = _shift_augment(train_x[batch], generator)
+        loss = F.cross_entropy(classifier(x), train_y[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    classifier.eval()
+    accuracy = conditional_accuracy(classifier, images[test_idx], labels[test_idx])
+    return TrainedClassifier(classifier, accuracy)
+
+
+def data_key(images: torch.Tensor, labels: torch.Tensor, name: str | None = None) -> str:
+    """A cache key for a data set: its name and a SHA-1 of its images and labels."""
+    digest = hashlib.sha1()
+    digest.update(np.ascontiguousarray(torch.as_tensor(images).float().cpu().numpy()).tobytes())
+    digest.update(np.ascontiguousarray(torch.as_tensor(labels).long().cpu().numpy()).tobytes())
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in (name or "images"))
+    return f"{safe}-{digest.hexdigest()[:12]}"
+
+
+def load_or_train_classifier(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    cache_dir: str | Path,
+    name: str | None = None,
+    steps: int = 1500,
+    generator: torch.Generator | None = None,
+    device: str | torch.device | None = None,
+) -> TrainedClassifier:
+    """The classifier of this data set from `cache_dir` (safetensors keyed by the data), trained if absent."""
+    from safetensors.torch import load_file, save_file
+
+    cache_dir = Path(cache_dir)
+    file = cache_dir / f"classifier-{data_key(images, labels, name)}.safetensors"
+    if file.is_file():
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(file), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+            config = json.loads(metadata["config"])
+            classifier = ImageClassifier(**config)
+            classifier.load_state_dict(load_file(str(file)))
+            classifier.eval()
+            if device is not None:
+                classifier.to(device)
+            return TrainedClassifier(classifier, float(metadata["test_accuracy"]), file, from_cache=True)
+        except (KeyError, ValueError, OSError, RuntimeError, TypeError):
+            pass  # a stale or damaged cache entry: train again and overwrite it
+    trained = train_classifier(images, labels, num_classes, steps=steps, generator=generator, device=device)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in trained.classifier.state_dict().items()}
+    metadata = {"config": json.dumps(trained.classifier.config()),
+                "test_accuracy": str(trained.test_accuracy)}
+    temporary = file.with_name(file.name + ".tmp")
+    save_file(state, str(temporary), metadata=metadata)
+    temporary.replace(file)
+    trained.cache_file = file
+    return trained
+
+
+def check_classifier_labels(classifier: ImageClassifier, labels: torch.Tensor) -> None:
+    """Raise unless labels lie in 0..num_classes - 1 of the classifier."""
+    labels = torch.as_tensor(labels)
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= classifier.num_classes):
+        raise IncompatibleError(
+            f"labels must lie in 0..{classifier.num_classes - 1} for this classifier, "
+            f"got {int(labels.min())}..{int(labels.max())}"
+        )
