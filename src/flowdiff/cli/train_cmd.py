@@ -208,6 +208,9 @@ def train_command(
     threads: int = typer.Option(
         None, "--threads", help="CPU threads [default: 1 for vectors, torch's default for images]."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    report: bool = typer.Option(
+        True, "--report/--no-report", help="Write a quick RUN/run_report.html after training (8 ODE steps; "
+        "`flowdiff report RUN` draws a fuller one)."),
 ) -> None:
     """Train a flow (or score) model; writes config.json, metrics.jsonl and checkpoints to --out."""
     from flowdiff.learning.training.checkpoint import read_config
@@ -245,6 +248,11 @@ def train_command(
     loss_text = f", final loss {last['loss']:.4f}" if "loss" in last else ""
     print(f"trained {result.step - start} steps on {trainer.device}{loss_text}; run directory: {out}")
     print(f"sample with: flowdiff sample {out} --n 1000")
+    if report:
+        from flowdiff.plots.run_report import write_run_report
+
+        images = trainer.data_info.kind == "images"
+        print(f"report: {write_run_report(out, n=4 if images else 500, steps=8, device=trainer.device)}")
 
 
 def register(app: typer.Typer) -> None:
