@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import sys
 
-import click
 import typer
 
 from flowdiff.errors import FlowdiffError
@@ -24,6 +23,11 @@ app = typer.Typer(
 
 COMMAND_MODULES = [
     "flowdiff.cli.simulate_cmd",
+    "flowdiff.cli.train_cmd",
+    "flowdiff.cli.sample_cmd",
+    "flowdiff.cli.demo_cmd",
+    "flowdiff.cli.eval_cmd",
+    "flowdiff.cli.report_cmd",
 ]
 """Modules that each define `register(app)` adding their subcommands."""
 
@@ -38,16 +42,14 @@ def fail(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the command line; library errors become one line and exit status 2."""
+    """Run the command line; library errors become one line and exit status 2.
+
+    Usage errors (unknown option, bad value) are reported by typer itself with status 2.
+    """
     try:
-        app(args=argv, standalone_mode=False)
-    except click.exceptions.ClickException as error:
-        error.show()
-        raise SystemExit(error.exit_code) from None
-    except click.exceptions.Abort:
-        print("aborted", file=sys.stderr)
-        raise SystemExit(130) from None
+        app(args=argv, prog_name="flowdiff")
     except (FlowdiffError, FileNotFoundError, IsADirectoryError, PermissionError) as error:
         fail(str(error))
-    except click.exceptions.Exit as done:
-        raise SystemExit(done.exit_code) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

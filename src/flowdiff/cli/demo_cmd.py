@@ -42,7 +42,7 @@ def parse_steps(text: str) -> list[int]:
 
 
 def demo_command(
-    out: Path = typer.Option(None, "--out", help="Run directory [default: runs/demo, or runs/demo-2, ...]."),
+    out: Path = typer.Option(None, "--out", help="Run directory (default: runs/demo, or runs/demo-2, ...)."),
     data: str = typer.Option("moons", "--data", help="Toy 2-D set: moons, circles, checkerboard, "
                              "eight_gaussians, spirals, gmm."),
     steps: int = typer.Option(4000, "--steps", help="Training steps."),
@@ -58,7 +58,7 @@ def demo_command(
     seed: int = typer.Option(0, "--seed", help="Seed of every random draw."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     force: bool = typer.Option(False, "--force", help="Replace an existing run in --out."),
-    threads: int = typer.Option(None, "--threads", help="CPU threads [default: 1, fastest for a small MLP]."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads (default: 1, fastest for a small MLP)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train on a 2-D toy set, sample with the ODE and the SDE, and write report.html."""

@@ -57,13 +57,13 @@ def sample_command(
     n: int = typer.Option(1000, "--n", help="Number of samples (per class with --label all)."),
     steps: int = typer.Option(100, "--steps", help="Number of solver steps."),
     solver: str = typer.Option(None, "--solver", help="ODE: euler, midpoint, heun, rk4, dopri5; SDE: "
-                               "euler_maruyama, stochastic_heun [default: heun / euler_maruyama]."),
+                               "euler_maruyama, stochastic_heun (default: heun / euler_maruyama)."),
     sigma: float = typer.Option(0.0, "--sigma", help="Noise level sigma_t of the SDE; 0 integrates the ODE."),
     guidance: float = typer.Option(1.0, "--guidance", help="Classifier-free guidance scale w (needs "
                                                            "--label)."),
     label: str = typer.Option(None, "--label", help="Class to sample (its name or index), or 'all'."),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise."),
-    out: Path = typer.Option(None, "--out", help="Output .npz [default: RUN/samples.npz]; a PNG is written "
+    out: Path = typer.Option(None, "--out", help="Output .npz (default: RUN/samples.npz); a PNG is written "
                              "next to it."),
     grid: str = typer.Option("uniform", "--grid", help="Time grid: uniform, shifted, rho."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),

@@ -167,46 +167,46 @@ def train_command(
         None, "--data", help="Built-in set (moons, circles, checkerboard, eight_gaussians, spirals, gmm, "
         "digits, mnist), a .npy/.npz/.csv file of vectors, or an image folder."),
     out: Path = typer.Option(..., "--out", help="Run directory to create (or to continue with --resume)."),
-    steps: int = typer.Option(None, "--steps", help="Training steps [default: 5000]."),
-    batch: int = typer.Option(None, "--batch", help="Minibatch size [default: 256]."),
-    lr: float = typer.Option(None, "--lr", help="Peak learning rate of AdamW [default: 1e-3]."),
-    hidden: str = typer.Option(None, "--hidden", help="MLP layer widths [default: 256,256,256]."),
+    steps: int = typer.Option(None, "--steps", help="Training steps (default: 5000)."),
+    batch: int = typer.Option(None, "--batch", help="Minibatch size (default: 256)."),
+    lr: float = typer.Option(None, "--lr", help="Peak learning rate of AdamW (default: 1e-3)."),
+    hidden: str = typer.Option(None, "--hidden", help="MLP layer widths (default: 256,256,256)."),
     model: str = typer.Option(
         None, "--model", help="Network: mlp (vectors), unet or dit (images) "
-        "[default: mlp for vectors, the default image model for images]."),
+        "(default: mlp for vectors, the default image model for images)."),
     schedule: str = typer.Option(
-        None, "--schedule", help="Noise schedule: linear, cosine, polynomial, vp [default: linear]."),
+        None, "--schedule", help="Noise schedule: linear, cosine, polynomial, vp (default: linear)."),
     coupling: str = typer.Option(
         None, "--coupling", help="Pairing of noise and data: independent, ot, sinkhorn "
-        "[default: independent]."),
+        "(default: independent)."),
     loss: str = typer.Option(
-        None, "--loss", help="flow_matching or score_matching [default: flow_matching]."),
-    seed: int = typer.Option(None, "--seed", help="Seed of every random draw [default: 0]."),
+        None, "--loss", help="flow_matching or score_matching (default: flow_matching)."),
+    seed: int = typer.Option(None, "--seed", help="Seed of every random draw (default: 0)."),
     device: str = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, mps."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out where it stopped."),
     force: bool = typer.Option(
         False, "--force", help="Replace an existing run in --out (its checkpoints are lost)."),
     label_dropout: float = typer.Option(
         None, "--label-dropout", help="Probability of dropping a label, for classifier-free guidance "
-        "[default: 0.1]."),
+        "(default: 0.1)."),
     labels: bool = typer.Option(
         None, "--labels/--no-labels", help="Condition on the data's labels [default: yes for files and "
         "images with labels, no for the toy sets]."),
     label_column: str = typer.Option(None, "--label-column", help="CSV column holding the labels."),
     standardize: bool = typer.Option(
         None, "--standardize/--no-standardize", help="Scale each coordinate of a data file to mean 0, "
-        "std 1 (mapped back when sampling) [default: yes]."),
+        "std 1 (mapped back when sampling) (default: yes)."),
     n_data: int = typer.Option(
-        None, "--n-data", help="Number of data points (toy sets: drawn [default: 50000]; files: a subset)."),
+        None, "--n-data", help="Number of data points (toy sets: drawn (default: 50000); files: a subset)."),
     image_size: int = typer.Option(None, "--image-size", help="Resize images to this size."),
-    ema_decay: float = typer.Option(None, "--ema-decay", help="Decay of the EMA weights [default: 0.999]."),
+    ema_decay: float = typer.Option(None, "--ema-decay", help="Decay of the EMA weights (default: 0.999)."),
     warmup: int = typer.Option(
-        None, "--warmup", help="Linear warm-up steps of the learning rate [default: 100]."),
-    lr_schedule: str = typer.Option(None, "--lr-schedule", help="cosine or constant [default: cosine]."),
+        None, "--warmup", help="Linear warm-up steps of the learning rate (default: 100)."),
+    lr_schedule: str = typer.Option(None, "--lr-schedule", help="cosine or constant (default: cosine)."),
     checkpoint_every: int = typer.Option(
-        None, "--checkpoint-every", help="Steps between checkpoints [default: 1000]."),
+        None, "--checkpoint-every", help="Steps between checkpoints (default: 1000)."),
     threads: int = typer.Option(
-        None, "--threads", help="CPU threads [default: 1 for vectors, torch's default for images]."),
+        None, "--threads", help="CPU threads (default: 1 for vectors, torch's default for images)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     report: bool = typer.Option(
         True, "--report/--no-report", help="Write a quick RUN/run_report.html after training (8 ODE steps; "
