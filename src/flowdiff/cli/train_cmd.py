@@ -190,8 +190,8 @@ def train_command(
         None, "--label-dropout", help="Probability of dropping a label, for classifier-free guidance "
         "(default: 0.1)."),
     labels: bool = typer.Option(
-        None, "--labels/--no-labels", help="Condition on the data's labels [default: yes for files and "
-        "images with labels, no for the toy sets]."),
+        None, "--labels/--no-labels", help="Condition on the data's labels (default: yes for files and "
+        "images with labels, no for the toy sets)."),
     label_column: str = typer.Option(None, "--label-column", help="CSV column holding the labels."),
     standardize: bool = typer.Option(
         None, "--standardize/--no-standardize", help="Scale each coordinate of a data file to mean 0, "
