@@ -26,15 +26,29 @@ _PUBLIC = {
     "GaussianMixture": "flowdiff.dynamics.densities",
     # layer 2: paths
     "GaussianPath": "flowdiff.paths.gaussian_path",
+    "MarginalField": "flowdiff.paths.marginals",
+    "marginal_velocity": "flowdiff.paths.marginals",
+    "marginal_score": "flowdiff.paths.marginals",
+    "marginal_log_prob": "flowdiff.paths.marginals",
+    "ClassifierFreeGuidance": "flowdiff.learning.guidance",
+    "Converted": "flowdiff.learning.predictions",
+    "as_velocity": "flowdiff.learning.predictions",
+    "as_score": "flowdiff.learning.predictions",
     # layer 3: learning
     "flow_matching_loss": "flowdiff.learning.losses",
     "score_matching_loss": "flowdiff.learning.losses",
     "sample": "flowdiff.learning.sampling",
     "log_prob": "flowdiff.learning.likelihood",
+    "bits_per_dim": "flowdiff.learning.likelihood",
     "Trainer": "flowdiff.learning.training.trainer",
     "train": "flowdiff.learning.training.trainer",
     "load": "flowdiff.learning.training.checkpoint",
     "EMA": "flowdiff.learning.training.ema",
+    "conditional_accuracy": "flowdiff.learning.classifier",
+    "feature_frechet_distance": "flowdiff.learning.classifier",
+    # layer 4: edges
+    "ImageData": "flowdiff.data.images",
+    "load_images": "flowdiff.data.images",
 }
 
 _MODULES = {

@@ -15,6 +15,7 @@ import torch
 
 from flowdiff.dynamics.equations import ODE, SDE
 from flowdiff.errors import IncompatibleError, InvalidInputError
+from flowdiff.registry import build
 
 
 class Solver:
@@ -250,8 +251,4 @@ def solver_names(equation_type: type | None = None) -> list[str]:
 
 def get_solver(solver: str | Solver) -> Solver:
     """Return `solver` itself, or the registered solver of that name."""
-    if isinstance(solver, Solver):
-        return solver
-    if isinstance(solver, str) and solver in SOLVERS:
-        return SOLVERS[solver]()
-    raise InvalidInputError(f"unknown solver {solver!r}; choose one of: {', '.join(SOLVERS)}")
+    return build(SOLVERS, solver, "solver", Solver)

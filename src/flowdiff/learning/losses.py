@@ -14,6 +14,7 @@ import torch
 from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.paths.couplings import Coupling, get_coupling
 from flowdiff.paths.gaussian_path import GaussianPath, PathSample
+from flowdiff.registry import lookup
 
 
 def draw(kind: str, shape, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
@@ -139,6 +140,4 @@ def get_loss(loss: str | Callable[..., torch.Tensor]) -> Callable[..., torch.Ten
     """The loss function of that name (or the callable itself)."""
     if callable(loss):
         return loss
-    if loss not in LOSSES:
-        raise InvalidInputError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
-    return LOSSES[loss]
+    return lookup(LOSSES, loss, "loss")

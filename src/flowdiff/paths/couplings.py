@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from flowdiff.errors import InvalidInputError
+from flowdiff.registry import build
 
 
 @dataclass
@@ -224,11 +225,4 @@ def get_coupling(coupling: str | Coupling | dict | None = None, **kwargs) -> Cou
     """A coupling from itself, its name, its `config()` dict, or None (independent pairing)."""
     if coupling is None:
         return Independent()
-    if isinstance(coupling, Coupling):
-        return coupling
-    if isinstance(coupling, dict):
-        kwargs = {k: v for k, v in coupling.items() if k != "name"} | kwargs
-        coupling = coupling.get("name", "")
-    if coupling not in COUPLINGS:
-        raise InvalidInputError(f"unknown coupling {coupling!r}; choose one of: {', '.join(COUPLINGS)}")
-    return COUPLINGS[coupling](**kwargs)
+    return build(COUPLINGS, coupling, "coupling", Coupling, **kwargs)

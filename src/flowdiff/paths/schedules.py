@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from flowdiff.errors import InvalidInputError
+from flowdiff.registry import build
 
 
 @dataclass(frozen=True)
@@ -106,11 +107,4 @@ SCHEDULES = {"linear": Linear, "cosine": Cosine, "polynomial": Polynomial, "vp":
 
 def get_schedule(schedule: str | Schedule | dict, **kwargs) -> Schedule:
     """Return a schedule object from itself, its name, or its `config()` dict."""
-    if isinstance(schedule, Schedule):
-        return schedule
-    if isinstance(schedule, dict):
-        kwargs = {k: v for k, v in schedule.items() if k != "name"} | kwargs
-        schedule = schedule.get("name", "")
-    if schedule not in SCHEDULES:
-        raise InvalidInputError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
-    return SCHEDULES[schedule](**kwargs)
+    return build(SCHEDULES, schedule, "schedule", Schedule, **kwargs)

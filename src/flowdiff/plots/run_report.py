@@ -238,7 +238,7 @@ def _statistics_table(report, samples: torch.Tensor, info) -> None:
 def write_run_report(run_dir: str | Path, n: int | None = None, steps: int = 20,
                      guidance_scales: Sequence[float] = DEFAULT_GUIDANCE, seed: int = 0,
                      device: str | torch.device | None = "cpu") -> Path:
-    """Sample a trained run with the ODE and write `<run>/run_report.html` (figures under `<run>/figures/run_report/`).
+    """Sample a trained run with the ODE; write `<run>/run_report.html` and `<run>/figures/run_report/`.
 
     `n` is the number of samples per row for images (default 8; an unlabelled grid is n x n)
     and the number of points for vectors (default 1000); `steps` Heun steps per sample;

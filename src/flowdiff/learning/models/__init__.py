@@ -16,6 +16,7 @@ from flowdiff.learning.models.dit import DiT
 from flowdiff.learning.models.embeddings import LabelEmbedding, TimeEmbedding
 from flowdiff.learning.models.mlp import MLP
 from flowdiff.learning.models.unet import UNet
+from flowdiff.registry import build
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
@@ -29,14 +30,7 @@ def build_model(config: dict) -> nn.Module:
     """Build a model from its `config()` dict: {"name": ..., **keyword arguments}."""
     if not isinstance(config, dict) or "name" not in config:
         raise InvalidInputError(f"a model config must be a dict with a 'name', got {config!r}")
-    name = config["name"]
-    if name not in MODELS:
-        raise InvalidInputError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    kwargs = {k: v for k, v in config.items() if k != "name"}
-    try:
-        return MODELS[name](**kwargs)
-    except TypeError as error:
-        raise InvalidInputError(f"bad arguments for model {name!r}: {error}") from None
+    return build(MODELS, config, "model")
 
 
 def default_image_model(data_shape: tuple[int, int, int], num_classes: int | None = None) -> nn.Module:
