@@ -99,3 +99,16 @@ def test_grids_drive_simulate(make):
     ts = make(0.0, 1.0, steps=50)
     traj = fd.simulate(fd.ODE(lambda x, t: -x), torch.ones(2, 1), ts, solver="rk4")
     assert torch.allclose(traj.final, torch.full((2, 1), 0.36787944), atol=1e-5)
+
+
+def test_shifted_grid_keeps_its_endpoints_inside_the_interval():
+    ts = grids.shifted(0.5, 0.9, steps=4, shift=3.0, dtype=torch.float64)
+    assert float(ts[0]) == 0.5 and float(ts[-1]) == 0.9 and (ts.diff() > 0).all()
+    # the same warp as on [0, 1]: these times lie on the full grid's map t = s / (s + 3 (1 - s))
+    s = 3.0 * ts / (1.0 - ts + 3.0 * ts)
+    assert torch.allclose(s.diff(), s.diff()[0].expand(4), atol=1e-12)
+
+
+def test_rho_grid_that_starts_near_the_end_is_increasing():
+    ts = grids.rho(0.9995, 1.0, steps=4)
+    assert (ts.diff() > 0).all() and float(ts[-1]) == 1.0

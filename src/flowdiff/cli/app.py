@@ -41,15 +41,29 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the command line; library errors become one line and exit status 2.
+def _usage_error(error: Exception) -> bool:
+    """True for the command-line parser's own errors (unknown option, bad value, missing argument)."""
+    return hasattr(error, "format_message") and getattr(error, "exit_code", None) == 2
 
-    Usage errors (unknown option, bad value) are reported by typer itself with status 2.
-    """
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line: usage and library errors become one line `error: ...` and exit status 2."""
+    if argv is None:
+        argv = sys.argv[1:]
+    if not argv:
+        argv = ["--help"]
     try:
-        app(args=argv, prog_name="flowdiff")
-    except (FlowdiffError, FileNotFoundError, IsADirectoryError, PermissionError) as error:
+        status = app(args=argv, prog_name="flowdiff", standalone_mode=False)
+    except FlowdiffError as error:
         fail(str(error))
+    except OSError as error:  # a path that cannot be read or written: say which and why
+        fail(f"{error.filename}: {error.strerror}" if error.filename else str(error))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    except Exception as error:
+        if not _usage_error(error):
+            raise
+        fail(f"{error.format_message()} (try --help)")
+    if isinstance(status, int) and status:
+        raise SystemExit(status)

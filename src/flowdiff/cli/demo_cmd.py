@@ -9,6 +9,7 @@ to the distance between two samples of the data itself.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -71,6 +72,8 @@ def demo_command(
     if n < 8 or n_eval < 8:
         raise InvalidInputError(f"--n and --n-eval must be at least 8, got {n} and {n_eval}")
     table_steps = parse_steps(quality_steps)
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise InvalidInputError(f"--sigma is the SDE's noise level and must be > 0, got {sigma}")
     out = Path(out) if out is not None else free_directory(Path("runs") / "demo")
     options = TrainOptions(data=data, steps=steps, batch=batch, lr=lr, hidden=hidden, coupling=coupling,
                            seed=seed, n_data=20_000, warmup=min(100, steps // 10),

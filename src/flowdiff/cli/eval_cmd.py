@@ -373,6 +373,12 @@ def eval_command(
     else:
         scorer = VectorMetrics(reference, ["w2"] if images else metric_list, seed)
     settings = settings_for(solver_list, nfe_list, tol_list, sigma)
+    if not settings:
+        raise InvalidInputError(
+            f"no NFE budget in {nfe_list} is reachable by {', '.join(solver_list)}"
+            + (" (the SDE sampler needs at least two steps)" if sigma > 0 else "")
+            + "; give larger --nfe values"
+        )
     console = Console(stderr=True)
     rows: list[Row] = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -111,8 +111,10 @@ def run(
         raise InvalidInputError(f"--paths must be >= 1, got {paths}")
     if not (math.isfinite(t_end) and t_end > 0):
         raise InvalidInputError(f"--t-end must be a positive number, got {t_end}")
-    if modes < 1:
-        raise InvalidInputError(f"--modes must be >= 1, got {modes}")
+    if not 1 <= modes <= 64:
+        raise InvalidInputError(f"--modes must be between 1 and 64, got {modes}")
+    if not math.isfinite(omega) or abs(omega) > 1e3:
+        raise InvalidInputError(f"--omega must be a finite rotation rate with |omega| <= 1000, got {omega}")
     if process != "ou" and len(sigmas) > 1:
         raise InvalidInputError(
             f"{process} takes one --sigma, got {len(sigmas)}; several sigmas are for 'ou'"

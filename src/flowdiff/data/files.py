@@ -52,6 +52,8 @@ class Standardization:
 
 
 def _check_vectors(x: np.ndarray, source: str) -> np.ndarray:
+    if np.iscomplexobj(x):
+        raise InvalidInputError(f"{source}: data must be real numbers, got complex dtype {x.dtype}")
     if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise InvalidInputError(f"{source}: data must be numeric, got an array of dtype {x.dtype}")
     if x.ndim != 2:

@@ -35,8 +35,12 @@ def shifted(
     """
     if not shift > 0:
         raise InvalidInputError(f"shift must be > 0, got {shift}")
-    s = uniform(t0, t1, steps, device=device, dtype=torch.float64)
+    def unwarp(t: float) -> float:  # the inverse map s = shift t / (1 - t + shift t)
+        return shift * t / (1.0 - t + shift * t)
+
+    s = uniform(unwarp(t0), unwarp(t1), steps, device=device, dtype=torch.float64)
     t = s / (s + shift * (1.0 - s))
+    t[0], t[-1] = t0, t1
     return t.to(dtype)
 
 
@@ -63,7 +67,10 @@ def rho(
         raise InvalidInputError(f"min_remaining must be in (0, 1), got {min_remaining}")
     _check_steps(steps)
     start, end = 1.0 - t0, 1.0 - t1
-    spaced = steps if end >= min_remaining or steps == 1 else steps - 1
+    if start <= min_remaining:  # the whole interval lies within min_remaining of t = 1
+        return uniform(t0, t1, steps, device=device, dtype=dtype)
+    near_end = end < min_remaining < start
+    spaced = steps - 1 if near_end and steps > 1 else steps
     end_spaced = max(end, min_remaining) if spaced < steps else end
     i = torch.linspace(0.0, 1.0, spaced + 1, dtype=torch.float64)
     a, b = start ** (1.0 / rho), end_spaced ** (1.0 / rho)

@@ -38,6 +38,10 @@ class FieldWrapper(nn.Module):
         return getattr(self.model, "num_classes", None)
 
 
+START_AFTER_ZERO = 1e-3
+"""Where sampling starts for fields converted from a score or noise prediction (alpha_0 = 0)."""
+
+
 class Converted(FieldWrapper):
     """A model predicting `source` seen as one predicting `target` along `path`: f(x, t, **cond)."""
 
@@ -46,6 +50,9 @@ class Converted(FieldWrapper):
         _check_kind(source)
         _check_kind(target)
         self.path, self.source, self.target = path, source, target
+        # the velocity from a score or a noise prediction divides by alpha_t, which is 0 at t = 0:
+        # there the data mean is not identifiable, so sampling such a field starts a little later
+        self.t_min = START_AFTER_ZERO if source in ("score", "noise") and target != source else 0.0
 
     def forward(self, x: torch.Tensor, t, **cond) -> torch.Tensor:
         """convert(model(x, t), source -> target) at (x, t)."""

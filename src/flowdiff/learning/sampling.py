@@ -29,6 +29,7 @@ from flowdiff.dynamics.solvers import Solver
 from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.learning.guidance import ClassifierFreeGuidance, require_conditional
 from flowdiff.learning.losses import draw
+from flowdiff.learning.predictions import START_AFTER_ZERO
 from flowdiff.paths.gaussian_path import PREDICTIONS, GaussianPath
 
 GRIDS: dict[str, Callable[..., torch.Tensor]] = {
@@ -84,9 +85,10 @@ class NoiseScale:
     def __init__(self, sigma: float | Callable) -> None:
         self.sigma = float(sigma) if isinstance(sigma, torch.Tensor) else sigma
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        value = self.sigma(t) if callable(self.sigma) else self.sigma
-        return torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor | float:
+        if not callable(self.sigma):
+            return self.sigma  # a Python number: no tensor built on the device at every step
+        return torch.as_tensor(self.sigma(t), dtype=x.dtype, device=x.device)
 
 
 def _check_sigma(sigma, ts: torch.Tensor) -> bool:
@@ -150,7 +152,7 @@ def sample(
     x0: torch.Tensor | None = None,
     grid: str | torch.Tensor = "uniform",
     prediction: str = "velocity",
-    t_min: float = 0.0,
+    t_min: float | None = None,
     t_max: float = 1.0,
     device=None,
     ode_tail: float = 0.02,
@@ -163,6 +165,8 @@ def sample(
     Solver defaults: "heun" for the ODE, "euler_maruyama" for the SDE, which hands over to
     noiseless Euler steps for the last `ode_tail` of time (module docstring). Returns (n, *data_shape)
     samples, or with return_trajectory the `Trajectory` over the grid (states at every time).
+    The grid runs from t_min (default 0; 1e-3 for a score or noise prediction, whose velocity is
+    undefined at t = 0 where alpha_0 = 0) to t_max.
     """
     if prediction not in PREDICTIONS:
         raise InvalidInputError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
@@ -182,6 +186,8 @@ def sample(
         raise InvalidInputError(f"n must be a positive integer, got {n!r}")
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise InvalidInputError(f"steps must be a positive integer, got {steps!r}")
+    if t_min is None:  # start at 0, unless the field cannot be evaluated there (see Converted)
+        t_min = START_AFTER_ZERO if prediction in ("score", "noise") else getattr(model, "t_min", 0.0)
     ts = time_grid(grid, steps, t_min, t_max)
     stochastic = _check_sigma(sigma, ts)
     if not (isinstance(ode_tail, int | float) and 0.0 <= ode_tail <= 1.0):

@@ -31,6 +31,11 @@ from flowdiff.paths.gaussian_path import GaussianPath
 
 LR_SCHEDULES = ("cosine", "constant")
 
+RUN_OUTPUTS = (
+    "samples.npz", "samples.png", "eval.json", "eval.png", "report.html", "run_report.html", "quality.json",
+)
+"""Files that the commands write into a run directory; --force removes them with the run."""
+
 # Entries of the training configuration that change the weights; resuming requires them unchanged.
 _RESULT_KEYS = (
     "loss", "coupling", "batch_size", "steps", "lr", "weight_decay", "warmup", "lr_schedule",
@@ -321,11 +326,12 @@ class Trainer:
 
     @staticmethod
     def _remove_run_files(out: Path) -> None:
-        """--force: remove what a previous run wrote (its config, metrics and checkpoints) only."""
+        """--force: remove what a previous run and the commands on it wrote, and nothing else."""
         import shutil
 
-        shutil.rmtree(out / ckpt.CHECKPOINTS_DIR, ignore_errors=True)
-        for name in (ckpt.METRICS_FILE, ckpt.CONFIG_FILE):
+        for folder in (ckpt.CHECKPOINTS_DIR, "figures", "classifier"):
+            shutil.rmtree(out / folder, ignore_errors=True)
+        for name in (ckpt.METRICS_FILE, ckpt.CONFIG_FILE, *RUN_OUTPUTS):
             (out / name).unlink(missing_ok=True)
 
     def _check_compatible(self, stored: dict) -> None:
@@ -387,8 +393,14 @@ class Trainer:
             ckpt.load_weights(self.ema.module, ema_file, device=self.device)
             self.ema.num_updates.fill_(int(state.get("ema_num_updates", state["step"])))
         self.optimizer.load_state_dict(state["optimizer"])
-        self.data_generator.set_state(state["data_generator"])
-        self.loss_generator.set_state(state["loss_generator"])
+        try:
+            self.data_generator.set_state(state["data_generator"])
+            self.loss_generator.set_state(state["loss_generator"])
+        except RuntimeError:
+            raise IncompatibleError(
+                f"checkpoint {checkpoint} holds random-number states of another device type than "
+                f"{self.device.type}; resume it on the device it was trained on (--device)"
+            ) from None
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
