@@ -25,11 +25,12 @@ def _figure(width: float, height: float):
 
 
 def _save(figure, path: str | Path) -> Path:
+    from flowdiff.plots.lecture1 import save_figure
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(path, format="png")
-    return path
+    return save_figure(figure, path, dpi=figure.dpi)
 
 
 def _numpy(x) -> np.ndarray:
