@@ -9,7 +9,8 @@ the same loop (Adam, lr 1e-3 decayed to 0 by a cosine, batch 256, the same data 
 same number of steps); only the library that turns a data batch into regression pairs
 (x_t, t, u_t) differs:
 
-- flowdiff:       fd.flow_matching_loss on GaussianPath("linear"), independent or minibatch-OT coupling
+- flowdiff:       fd.flow_matching_loss on GaussianPath("linear"), independent or minibatch-OT coupling;
+                  and ("early t") minibatch OT with t drawn from the density 2(1 - t) instead of U[0, 1]
 - torchcfm I-CFM: ConditionalFlowMatcher(sigma=0)
 - torchcfm OT-CFM: ExactOptimalTransportConditionalFlowMatcher(sigma=0)
 - flow_matching:  AffineProbPath(CondOTScheduler()) (I-CFM with the linear path)
@@ -17,14 +18,15 @@ same number of steps); only the library that turns a data batch into regression 
 Each model is sampled with its own library's ODE solvers (torchcfm: torchdiffeq.odeint on a fixed
 grid, the way its examples sample; flow_matching: ODESolver) from the same noise, at each NFE,
 and W2 (exact, POT) is measured between 2000 samples and 2000 held-out data points. The
-"flowdiff best" row is the OT-trained model with the solver and time grid chosen at NFE 4 on a
-separate validation draw (its own noise and data), then measured on the test draw. The NLL of
+"flowdiff best" row is the OT-coupled flowdiff model (OT or OT with early t; Sinkhorn OT with
+--methods ...,fd-sk), solver and time grid chosen at NFE 4 on a separate validation draw (its own
+noise and data), then measured on the test draw. The NLL of
 held-out data is computed for every model by fd.log_prob (rk4, 100 steps, exact divergence),
 and for the flow_matching model also by flow_matching's own `compute_likelihood` as a cross-check.
 
     .venv/bin/pip install --no-deps -r benchmarks/requirements.txt   # torchcfm, flow_matching (+ tqdm)
-    .venv/bin/python benchmarks/quality_vs_nfe.py              # 2 seeds: ~10 min on 2 shared CPU cores
-    .venv/bin/python benchmarks/quality_vs_nfe.py --seeds 5    # the table of docs/evaluation.md (~20 min)
+    .venv/bin/python benchmarks/quality_vs_nfe.py              # 2 seeds: ~12 min on 2 shared CPU cores
+    .venv/bin/python benchmarks/quality_vs_nfe.py --seeds 5    # the table of docs/evaluation.md (~25 min)
     .venv/bin/python benchmarks/quality_vs_nfe.py --first-seed 5 --seeds 4 --methods fd,cfm   # more seeds
     .venv/bin/python benchmarks/quality_vs_nfe.py --quick      # a smoke run (~1 min)
 """
@@ -95,6 +97,16 @@ def flowdiff_loss(coupling: str):
 
     def loss(model, x1, generator):
         return flow_matching_loss(model, path, x1, coupling=coupling, generator=generator)
+
+    return loss
+
+
+def flowdiff_loss_early_times(coupling: str):
+    """flowdiff's conditional flow matching with t drawn from the density 2(1 - t) (`time_law="early"`)."""
+    path = fd.GaussianPath("linear")
+
+    def loss(model, x1, generator):
+        return flow_matching_loss(model, path, x1, coupling=coupling, generator=generator, time_law="early")
 
     return loss
 
@@ -223,14 +235,22 @@ METHOD_KEYS = {
     "cfm": "torchcfm I-CFM",
     "cfm-ot": "torchcfm OT-CFM",
     "fm": "flow_matching (CondOT path)",
+    "fd-sk": "flowdiff (Sinkhorn OT)",
+    "fd-ot-early": "flowdiff (OT, early t)",
 }
 """Short names for --methods."""
+DEFAULT_METHODS = "fd,fd-ot,cfm,cfm-ot,fm,fd-ot-early"
+"""The methods of the table in docs/evaluation.md; fd-sk (a further "flowdiff best" candidate) is opt-in."""
+SINKHORN = {"method": "sinkhorn", "reg": 0.02, "replace": True}
+"""The entropic coupling of the fd-sk model (reg relative to the largest cost of the batch)."""
 METHODS = {
     "flowdiff (independent)": lambda: flowdiff_loss("independent"),
     "flowdiff (OT)": lambda: flowdiff_loss("ot"),
     "torchcfm I-CFM": lambda: torchcfm_loss(ot=False),
     "torchcfm OT-CFM": lambda: torchcfm_loss(ot=True),
     "flow_matching (CondOT path)": flow_matching_loss_meta,
+    "flowdiff (Sinkhorn OT)": lambda: flowdiff_loss(fd.couplings.MinibatchOT(**SINKHORN)),
+    "flowdiff (OT, early t)": lambda: flowdiff_loss_early_times("ot"),
 }
 SAMPLERS = {
     "flowdiff": lambda m: flowdiff_sampler(m),
@@ -238,7 +258,8 @@ SAMPLERS = {
     "flow_matching": meta_sampler,
 }
 BEST_CANDIDATES = [(solver, grid) for solver in ("heun", "midpoint") for grid in ("uniform", "shifted")]
-"""flowdiff's best configuration: the OT model with one of these, chosen at NFE 4 on validation data.
+"""flowdiff's best configuration: an OT-coupled model (exact, and Sinkhorn where trained) with one of
+these solvers and grids, chosen at NFE 4 on validation data.
 (The "rho" grid crowds steps at t = 1 so tightly that in float32 its last times coincide beyond ~20 steps.)"""
 
 
@@ -262,8 +283,9 @@ def run_seed(seed: int, args, data: dict) -> dict:
         seconds[name] = time.perf_counter() - started
         print(f"seed {seed}: {name} trained and measured in {seconds[name]:.0f} s", flush=True)
     result = {"w2": rows, "nll": nll, "seconds": seconds, "tuning": None, "best": None, "cross_check": None}
-    if "flowdiff (OT)" in models:
-        result.update(tuned_best(models["flowdiff (OT)"], data, rows))
+    coupled = {name: models[name] for name in BEST_MODELS if name in models}
+    if coupled:
+        result.update(tuned_best(coupled, data, rows))
     if "flow_matching (CondOT path)" in models:
         meta = models["flow_matching (CondOT path)"]
         ours = log_prob(meta, path, data["reference"][:500], steps=100, solver="midpoint")
@@ -273,19 +295,28 @@ def run_seed(seed: int, args, data: dict) -> dict:
     return result
 
 
-def tuned_best(ot_model, data: dict, rows: dict) -> dict:
-    """Choose flowdiff's solver and grid at NFE 4 on validation data; add its curve on the test data."""
+BEST_MODELS = {
+    "flowdiff (OT)": "OT",
+    "flowdiff (Sinkhorn OT)": "Sinkhorn",
+    "flowdiff (OT, early t)": "OT-early",
+}
+"""The OT-coupled flowdiff models that the "flowdiff best" search chooses from, with short names."""
+BEST_ROW = "flowdiff best: OT coupling, solver and grid tuned"
+
+
+def tuned_best(coupled: dict[str, MLP], data: dict, rows: dict) -> dict:
+    """Choose flowdiff's coupled model, solver and grid at NFE 4 on validation data; add its test curve."""
     tuning = {
-        f"{solver}/{grid}": wasserstein2(
-            flowdiff_sampler(solver, grid)(ot_model, data["valid_noise"], 4), data["valid"], max_samples=None
+        f"{BEST_MODELS[name]}/{solver}/{grid}": wasserstein2(
+            flowdiff_sampler(solver, grid)(model, data["valid_noise"], 4), data["valid"], max_samples=None
         )
+        for name, model in coupled.items()
         for solver, grid in BEST_CANDIDATES
     }
     best = min(tuning, key=tuning.get)
-    solver, grid = best.split("/")
-    rows["flowdiff best: OT, tuned solver and grid"] = curve(
-        ot_model, flowdiff_sampler(solver, grid), data["noise"], data["reference"]
-    )
+    short, solver, grid = best.split("/")
+    model = next(m for name, m in coupled.items() if BEST_MODELS[name] == short)
+    rows[BEST_ROW] = curve(model, flowdiff_sampler(solver, grid), data["noise"], data["reference"])
     return {"tuning": tuning, "best": best}
 
 
@@ -309,8 +340,8 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ...")
     parser.add_argument(
         "--methods",
-        default=",".join(METHOD_KEYS),
-        help=f"comma-separated methods to train, from: {', '.join(METHOD_KEYS)}",
+        default=DEFAULT_METHODS,
+        help=f"comma-separated methods to train, from: {', '.join(METHOD_KEYS)} (default: {DEFAULT_METHODS})",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (tiny batches: 1)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 300 steps, n = 500, one seed")
@@ -360,7 +391,7 @@ def main() -> None:
     }
     if runs[0]["best"] is not None:
         summary["flowdiff best configuration at NFE 4"] = (
-            w2["flowdiff best: OT, tuned solver and grid"][4][0],
+            w2[BEST_ROW][4][0],
             ", ".join(r["best"] for r in runs),
         )
     summary = {k: v for k, v in summary.items() if v is not None}
@@ -397,7 +428,7 @@ def main() -> None:
     for seed, r in zip(seeds, runs):
         if r["tuning"] is not None:
             tuned = ", ".join(f"{k} {v:.3f}" for k, v in r["tuning"].items())
-            print(f"seed {seed}: validation W2 at NFE 4 of the OT model: {tuned}; chosen {r['best']}")
+            print(f"seed {seed}: validation W2 at NFE 4 (model/solver/grid): {tuned}; chosen {r['best']}")
     if runs[0]["cross_check"] is not None:
         check = max(r["cross_check"] for r in runs)
         print(

@@ -208,3 +208,17 @@ def test_loss_errors_and_registry():
     assert set(LOSSES) == set(LOSS_PREDICTIONS)
     with pytest.raises(InvalidInputError, match="unknown loss"):
         get_loss("l1")
+
+
+def test_early_time_law_has_density_two_times_one_minus_t():
+    """time_law="early": t = 1 - sqrt(1 - u) has density 2 (1 - t), mean 1/3, variance 1/18."""
+    from flowdiff.learning.losses import TIME_LAWS
+
+    u = torch.rand(200_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = TIME_LAWS["early"](u)
+    n = t.numel()
+    # 4 standard errors of the sample mean (sd sqrt(1/18)) and of the sample variance
+    # (sd of (t - mean)^2 is sqrt(m4 - var^2) with m4 = 1/135 for this law)
+    assert abs(float(t.mean()) - 1 / 3) < 4 * (1 / 18) ** 0.5 / n**0.5
+    assert abs(float(t.var()) - 1 / 18) < 4 * (1 / 135 - (1 / 18) ** 2) ** 0.5 / n**0.5
+    assert float(t.min()) >= 0 and float(t.max()) <= 1
