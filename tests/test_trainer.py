@@ -144,3 +144,21 @@ def test_ctrl_c_finishes_the_step_saves_a_checkpoint_and_stops(tmp_path):
     assert signal.getsignal(signal.SIGINT) is handler  # the previous handler is back
     latest = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())
     assert latest["step"] == 10
+
+
+def test_time_law_reaches_the_loss_and_the_config(tmp_path):
+    x = _target(512)
+    seen = []
+
+    def loss(model, path, x1, **kwargs):
+        seen.append(kwargs.get("time_law"))
+        return flow_matching_loss(model, path, x1, **kwargs)
+
+    trainer = Trainer(MLP(dim=2, hidden=(16,)), fd.GaussianPath(), x, loss=loss, time_law="early", steps=2,
+                      batch_size=32, out=tmp_path / "run", progress=False, device="cpu")
+    trainer.fit()
+    assert seen == ["early", "early"]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["training"]["time_law"] == "early"
+    with pytest.raises(InvalidInputError, match="unknown time law 'late'"):
+        Trainer(MLP(dim=2, hidden=(16,)), fd.GaussianPath(), x, time_law="late", progress=False)

@@ -26,6 +26,7 @@ class TrainOptions:
     model: str | None = None
     schedule: str = "linear"
     coupling: str = "independent"
+    time_law: str = "uniform"
     loss: str = "flow_matching"
     seed: int = 0
     label_dropout: float = 0.1
@@ -142,6 +143,7 @@ def build_trainer(options: TrainOptions, out: Path | None, device: str = "auto",
         labels=dataset.y,
         loss=options.loss,
         coupling=options.coupling,
+        time_law=options.time_law,
         batch_size=options.batch,
         steps=options.steps,
         lr=options.lr,
@@ -181,6 +183,9 @@ def train_command(
         "(default: independent)."),
     loss: str = typer.Option(
         None, "--loss", help="flow_matching or score_matching (default: flow_matching)."),
+    time_law: str = typer.Option(
+        None, "--time-law", help="Law of the training time t: uniform, or early (density 2(1-t), "
+        "best with --coupling ot at few steps) (default: uniform)."),
     seed: int = typer.Option(None, "--seed", help="Seed of every random draw (default: 0)."),
     device: str = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, mps."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out where it stopped."),
@@ -216,7 +221,8 @@ def train_command(
     from flowdiff.learning.training.checkpoint import read_config
 
     given = dict(data=data, steps=steps, batch=batch, lr=lr, hidden=hidden, model=model, schedule=schedule,
-                 coupling=coupling, loss=loss, seed=seed, label_dropout=label_dropout, labels=labels,
+                 coupling=coupling, time_law=time_law, loss=loss, seed=seed, label_dropout=label_dropout,
+                 labels=labels,
                  label_column=label_column, standardize=standardize, n_data=n_data, image_size=image_size,
                  ema_decay=ema_decay, warmup=warmup, lr_schedule=lr_schedule,
                  checkpoint_every=checkpoint_every)

@@ -9,6 +9,7 @@ states are checkpointed, so a resumed run continues the very same random stream.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -39,7 +40,8 @@ RUN_OUTPUTS = (
 # Entries of the training configuration that change the weights; resuming requires them unchanged.
 _RESULT_KEYS = (
     "loss", "coupling", "batch_size", "steps", "lr", "weight_decay", "warmup", "lr_schedule",
-    "grad_clip", "ema_decay", "label_dropout", "seed", "prediction", "data_checksum", "conditional",
+    "grad_clip", "ema_decay", "label_dropout", "time_law", "seed", "prediction", "data_checksum",
+    "conditional",
 )
 
 
@@ -140,6 +142,7 @@ class Trainer:
         grad_clip: float | None = 1.0,
         ema_decay: float | None = 0.999,
         label_dropout: float = 0.1,
+        time_law: str = "uniform",
         out: str | Path | None = None,
         checkpoint_every: int = 1000,
         log_every: int = 50,
@@ -152,8 +155,9 @@ class Trainer:
         data_info: DataInfo | None = None,
         extra_config: dict | None = None,
     ) -> None:
-        from flowdiff.learning.losses import LOSS_PREDICTIONS, get_loss
+        from flowdiff.learning.losses import LOSS_PREDICTIONS, TIME_LAWS, get_loss
         from flowdiff.paths.couplings import get_coupling
+        from flowdiff.registry import lookup
 
         self.path = path if path is not None else GaussianPath()
         if not isinstance(self.path, GaussianPath):
@@ -206,6 +210,10 @@ class Trainer:
         self.data = data.to(self.device)
         self.labels = labels.to(self.device) if labels is not None else None
         self.loss_fn = get_loss(loss) if isinstance(loss, str) else loss
+        lookup(TIME_LAWS, time_law, "time law")
+        self.time_law = time_law
+        if time_law != "uniform":  # the library losses draw t by this law; the default needs no keyword
+            self.loss_fn = functools.partial(self.loss_fn, time_law=time_law)
         self.coupling = get_coupling(coupling)
         if prediction is None:
             named = LOSS_PREDICTIONS.get(loss, "velocity") if isinstance(loss, str) else None
@@ -258,6 +266,7 @@ class Trainer:
         return {
             "loss": _describe(self._loss_name),
             "coupling": _describe(self._coupling_name),
+            "time_law": self.time_law,
             "prediction": self.prediction,
             "batch_size": self.batch_size,
             "steps": self.steps,
