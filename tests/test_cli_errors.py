@@ -26,6 +26,9 @@ def run_main(capsys, *args: str) -> tuple[int, str]:
         (["demo", "--sigma", "0"], "--sigma"),
         (["simulate", "flow", "--omega", "nan"], "--omega"),
         (["simulate", "langevin", "--modes", "100000"], "--modes"),
+        (["train", "--data", "moons", "--out", "run", "--label-dropout", "1.5"], "--label-dropout"),
+        (["train", "--data", "moons", "--out", "run", "--image-size", "0"], "--image-size"),
+        (["train", "--data", "moons", "--out", "run", "--time-law", "late"], "unknown time law"),
     ],
 )
 def test_usage_and_value_errors_are_one_line(capsys, tmp_path, monkeypatch, args, message):

@@ -92,6 +92,14 @@ def configure_threads(threads: int | None, device: str, kind: str) -> None:
         torch.set_num_threads(1)
 
 
+def check_options(options: TrainOptions) -> None:
+    """Refuse out-of-range options whatever the data, before anything is loaded or written."""
+    if not 0.0 <= options.label_dropout < 1.0:
+        raise InvalidInputError(f"--label-dropout must lie in [0, 1), got {options.label_dropout}")
+    if options.image_size is not None and options.image_size < 1:
+        raise InvalidInputError(f"--image-size must be >= 1, got {options.image_size}")
+
+
 def build_trainer(options: TrainOptions, out: Path | None, device: str = "auto", resume: bool = False,
                   force: bool = False, progress: bool = True, extra_config: dict | None = None,
                   threads: int | None = None):
@@ -238,6 +246,7 @@ def train_command(
     elif data is None:
         raise InvalidInputError("give the data to train on with --data (for example --data moons)")
     options = resolve_options(given, stored)
+    check_options(options)
     trainer = build_trainer(options, out, device=device, resume=resume, force=force, progress=not quiet,
                             threads=threads)
     if resume and trainer.step >= trainer.steps:
