@@ -15,15 +15,6 @@ from flowdiff.learning.training import checkpoint as ckpt
 from flowdiff.learning.training.trainer import Trainer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one intra-op thread is fastest and immune to oversubscription of the 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _data(n=512, labelled=False):
     g = torch.Generator().manual_seed(7)
     x = torch.randn(n, 2, generator=g) * 0.5 + torch.tensor([1.0, -1.0])

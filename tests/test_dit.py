@@ -12,15 +12,6 @@ from flowdiff.learning.models import MODELS, build_model
 from flowdiff.learning.models.dit import DiT
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions run fastest on one thread (and far faster than two threads on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Replace the adaLN-zero (zero-initialised) layers by random weights so that conditioning shows."""
     generator = torch.Generator().manual_seed(seed)

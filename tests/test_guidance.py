@@ -12,15 +12,6 @@ from flowdiff.learning.guidance import ClassifierFreeGuidance
 N = 3000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is several times faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def mixture() -> fd.GaussianMixture:
     """Three overlapping classes (one component each): the Bayes classifier is right ~94% of the time."""
     return fd.GaussianMixture.symmetric_2d(nmodes=3, std=0.7, scale=1.5)

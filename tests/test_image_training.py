@@ -17,15 +17,6 @@ from flowdiff.learning.training.trainer import Trainer
 from flowdiff.paths.gaussian_path import GaussianPath
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions run fastest on one thread (and far faster than two threads on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def held_out_loss(model, path, images, labels) -> float:
     """The flow-matching loss on a fixed batch with fixed t and noise (seed 123), so that runs compare."""
     generator = torch.Generator().manual_seed(123)

@@ -17,15 +17,6 @@ from flowdiff.paths.marginals import MarginalField
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny batches: one intra-op thread avoids oversubscribing the (shared) CPU cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def rotation_3d(a: float, b: float) -> torch.Tensor:
     """A rotation about the z axis by a, then about the x axis by b."""
     rz = torch.tensor([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]], dtype=F64)

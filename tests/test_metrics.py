@@ -15,15 +15,6 @@ from flowdiff.learning import metrics
 SHIFT = torch.tensor([1.5, -2.0])  # |m| = 2.5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small matrices: one intra-op thread avoids oversubscribing the (shared) CPU cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def normal_pairs(repeats: int, n: int, seed: int, shift=None):
     """`repeats` independent pairs of n-point samples of N(0, I) and N(shift, I) in 2-D."""
     generator = torch.Generator().manual_seed(seed)

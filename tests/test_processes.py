@@ -17,16 +17,6 @@ import flowdiff as fd
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors, many steps: one intra-op thread is faster, and on a shared 2-core machine
-    two spinning OpenMP threads per process can make each step 30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -10,15 +10,6 @@ MEAN, STD = torch.tensor([1.0, -2.0]), 0.5
 SCHEDULES = ["linear", "cosine", "vp"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is several times faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gaussian_field(schedule, prediction="velocity"):
     path = fd.GaussianPath(schedule)
     return path, fd.MarginalField(path, fd.Gaussian(MEAN, STD**2), prediction=prediction)

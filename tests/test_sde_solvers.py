@@ -15,16 +15,6 @@ from flowdiff.dynamics.equations import ODE, SDE
 FINE = 2**10  # fine Brownian grid on [0, 1]; every coarse grid below divides it
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors, many steps: one intra-op thread is faster, and on a shared 2-core machine
-    two spinning OpenMP threads per process can make each step 30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def brownian_normals(paths: int, seed: int) -> torch.Tensor:
     """Standard normals xi_k of the fine grid: dW_k = sqrt(1/FINE) xi_k, shape (FINE, paths, 1)."""
     return torch.randn(FINE, paths, 1, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)

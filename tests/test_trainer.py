@@ -18,15 +18,6 @@ from flowdiff.learning.training.checkpoint import pick_device
 from flowdiff.learning.training.trainer import Trainer, learning_rate
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one intra-op thread is fastest and immune to oversubscription of the 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _target(n=4096, seed=0):
     """A two-mode mixture in 2-D."""
     g = torch.Generator().manual_seed(seed)

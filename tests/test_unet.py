@@ -12,15 +12,6 @@ from flowdiff.learning.models import MODELS, build_model, default_image_model
 from flowdiff.learning.models.unet import UNet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions run fastest on one thread (and far faster than two threads on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Replace the zero-initialised output layers by random weights, so that the output depends on x, t, y."""
     generator = torch.Generator().manual_seed(seed)
