@@ -8,6 +8,7 @@ slower (measured by the helpers who wrote the slow tests). Subprocesses inherit 
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 import torch
@@ -25,3 +26,21 @@ def one_thread():
         os.environ.pop("OMP_NUM_THREADS", None)
     else:
         os.environ["OMP_NUM_THREADS"] = previous
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI's `main` in this process; returns a CompletedProcess(args, code, stdout, stderr)."""
+    from flowdiff.cli.app import main
+
+    def run(*args) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as done:
+            code = done.code
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+    return run

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 TINY = ["--steps", "20", "--batch", "16", "--warmup", "2", "--quiet", "--device", "cpu"]
@@ -26,28 +25,6 @@ def flowdiff(*args, cwd=None) -> subprocess.CompletedProcess:
     """Run `python -m flowdiff ARGS` in a fresh process with one torch thread."""
     return subprocess.run([sys.executable, "-m", "flowdiff", *map(str, args)], capture_output=True, text=True,
                           env=ENV, cwd=cwd, timeout=300)
-
-
-@pytest.fixture
-def cli(capsys):
-    """Run the CLI's `main` in this process (one thread); returns (exit code, stdout, stderr)."""
-    from flowdiff.cli.app import main
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-
-    def run(*args) -> subprocess.CompletedProcess:
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as done:
-            code = done.code
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-
-    yield run
-    torch.set_num_threads(threads)
 
 
 def report_images(page: Path) -> dict[str, Path]:

@@ -12,7 +12,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 TINY = ["--steps", "30", "--batch", "32", "--hidden", "16,16", "--warmup", "5", "--checkpoint-every", "20",
         "--quiet"]
@@ -22,27 +21,6 @@ def flowdiff(*args) -> subprocess.CompletedProcess:
     """Run `python -m flowdiff ARGS` in a fresh process."""
     return subprocess.run([sys.executable, "-m", "flowdiff", *map(str, args)], capture_output=True, text=True,
                           timeout=300)
-
-
-@pytest.fixture
-def cli(capsys):
-    """Run the CLI's `main` in this process; returns (exit code, stdout, stderr) like a subprocess."""
-    from flowdiff.cli.app import main
-
-    threads = torch.get_num_threads()
-
-    def run(*args) -> subprocess.CompletedProcess:
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as done:
-            code = done.code
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-
-    yield run
-    torch.set_num_threads(threads)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -29,6 +29,7 @@ from flowdiff.dynamics.solvers import Solver
 from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.learning.guidance import ClassifierFreeGuidance, require_conditional
 from flowdiff.learning.losses import draw
+from flowdiff.learning.models.embeddings import check_labels
 from flowdiff.learning.predictions import START_AFTER_ZERO
 from flowdiff.paths.gaussian_path import PREDICTIONS, GaussianPath
 
@@ -129,11 +130,7 @@ def _labels(model, y, guidance: float, n: int | None, device) -> tuple[torch.Ten
         raise InvalidInputError(
             f"labels y must be an int or have shape ({n if n else 'n'},), got {tuple(y.shape)}"
         )
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) > num_classes):
-        raise InvalidInputError(
-            f"labels must lie in 0..{num_classes - 1} (or {num_classes}, the null label), "
-            f"got values from {int(y.min())} to {int(y.max())}"
-        )
+    check_labels(y, num_classes)
     return y, y.shape[0]
 
 
