@@ -11,8 +11,9 @@ import torch
 import flowdiff as fd
 from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.learning.models import MLP
-from flowdiff.learning.training import checkpoint as ckpt
+from flowdiff import atomic
 from flowdiff.learning.training.trainer import Trainer
+from flowdiff.runs.train import run_hooks
 
 
 def _data(n=512, labelled=False):
@@ -22,14 +23,15 @@ def _data(n=512, labelled=False):
     return x, y
 
 
-def _trainer(out, coupling="independent", labelled=False, **kwargs):
+def _trainer(out, coupling="independent", labelled=False, resume=False, force=False, **kwargs):
     x, y = _data(labelled=labelled)
     torch.manual_seed(0)
     model = MLP(2, hidden=(32, 32), num_classes=3 if labelled else None, time_dim=16)
     settings = dict(batch_size=64, steps=40, lr=3e-3, warmup=5, checkpoint_every=15, log_every=5,
-                    seed=3, device="cpu", progress=False)
+                    seed=3, device="cpu")
     settings.update(kwargs)
-    return Trainer(model, fd.GaussianPath(), x, labels=y, coupling=coupling, out=out, **settings)
+    return Trainer(model, fd.GaussianPath(), x, labels=y, coupling=coupling,
+                   hooks=run_hooks(out, resume=resume, force=force), **settings)
 
 
 def _weights(module):
@@ -64,7 +66,7 @@ def test_resume_after_a_crash_continues_from_the_last_periodic_checkpoint(tmp_pa
     # simulate a crash after step 30: keep only the periodic checkpoint of step 30 ...
     root = tmp_path / "b" / "checkpoints"
     shutil.rmtree(root / "step_00000040")
-    ckpt.write_json_atomic(root / "latest.json", {"step": 30, "dir": "step_00000030"})
+    atomic.write_json(root / "latest.json", {"step": 30, "dir": "step_00000030"})
     # ... and metrics logged after it, which the resumed run must drop and log again
     result = _trainer(tmp_path / "b", resume=True).fit()
     for key, value in _weights(straight.model).items():
@@ -110,13 +112,13 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypat
 
 def test_atomic_text_write_keeps_the_old_file_when_writing_fails(tmp_path):
     target = tmp_path / "config.json"
-    ckpt.write_json_atomic(target, {"a": 1})
+    atomic.write_json(target, {"a": 1})
 
     class Unserialisable:
         pass
 
     with pytest.raises(TypeError):
-        ckpt.write_json_atomic(target, {"a": Unserialisable()})
+        atomic.write_json(target, {"a": Unserialisable()})
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
 

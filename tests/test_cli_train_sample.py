@@ -47,7 +47,7 @@ def moons_run(tmp_path_factory):
 
 def test_train_writes_a_complete_run_directory(moons_run):
     config = json.loads((moons_run / "config.json").read_text())
-    assert config["cli"]["data"] == "moons" and config["cli"]["steps"] == 30
+    assert config["training"]["data"] == "moons" and config["training"]["steps"] == 30
     assert config["model"]["hidden"] == [16, 16] and config["data"]["num_classes"] is None  # toy: unlabelled
     assert json.loads((moons_run / "checkpoints" / "latest.json").read_text())["step"] == 30
     for name in ("model.safetensors", "ema.safetensors", "state.pt"):

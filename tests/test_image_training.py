@@ -34,7 +34,7 @@ def test_short_training_on_digits_lowers_the_loss():
     # The network starts as u = 0, so the loss is E|x1 - x0|^2 per entry = E[x1^2] + 1 (about 1.6).
     before = held_out_loss(model.eval(), path, test_x, test_y)
     trainer = Trainer(model, path, train_x, labels=train_y, batch_size=64, steps=120, lr=3e-3, warmup=10,
-                      ema_decay=None, progress=False, device="cpu", seed=0, log_every=20)
+                      ema_decay=None, device="cpu", seed=0, log_every=20)
     result = trainer.fit()
     after = held_out_loss(result.model.eval(), path, test_x, test_y)
     losses = [record["loss"] for record in result.history]

@@ -5,7 +5,7 @@ import torch
 
 import flowdiff as fd
 from flowdiff.errors import IncompatibleError, InvalidInputError
-from flowdiff.learning.losses import LOSS_PREDICTIONS, LOSSES, get_loss
+from flowdiff.learning.losses import LOSSES, FlowMatching, ScoreMatching, get_loss
 from flowdiff.learning.models import MLP, build_model
 from flowdiff.learning.predictions import Converted
 
@@ -204,10 +204,32 @@ def test_loss_errors_and_registry():
         )
     with pytest.raises(InvalidInputError, match="t_min"):
         fd.flow_matching_loss(MLP(2), path, torch.randn(4, 2), t_min=0.5, t_max=0.2)
-    assert get_loss("flow_matching") is fd.flow_matching_loss
-    assert set(LOSSES) == set(LOSS_PREDICTIONS)
     with pytest.raises(InvalidInputError, match="unknown loss"):
         get_loss("l1")
+
+
+def test_loss_objects_carry_their_hyperparameters_and_prediction():
+    """A loss object equals its function with the same hyperparameters, on the same random draws."""
+    path, x1 = fd.GaussianPath(), torch.randn(64, 2, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    model = MLP(2, hidden=(16,))
+    for loss, function, options in [
+        (get_loss("flow_matching", time_law="early"), fd.flow_matching_loss, {"time_law": "early"}),
+        (get_loss({"name": "score_matching", "weighting": "uniform", "t_max": 0.9}), fd.score_matching_loss,
+         {"weighting": "uniform", "t_max": 0.9}),
+    ]:
+        got = loss(model, path, x1, generator=torch.Generator().manual_seed(2))
+        want = function(model, path, x1, generator=torch.Generator().manual_seed(2), **options)
+        assert torch.equal(got, want)
+        assert get_loss(loss.config()).config() == loss.config()
+    assert isinstance(get_loss("flow_matching"), FlowMatching) and get_loss("flow_matching").prediction == "velocity"
+    assert get_loss("score_matching").prediction == "score" and isinstance(get_loss("score_matching"), ScoreMatching)
+    assert {name: LOSSES[name]().prediction for name in LOSSES} == {"flow_matching": "velocity",
+                                                                     "score_matching": "score"}
+    with pytest.raises(InvalidInputError, match="unknown time law"):
+        FlowMatching(time_law="late")
+    with pytest.raises(InvalidInputError, match="weighting"):
+        ScoreMatching(weighting="snr")
 
 
 def test_early_time_law_has_density_two_times_one_minus_t():

@@ -14,8 +14,10 @@ import flowdiff as fd
 from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.learning.losses import flow_matching_loss
 from flowdiff.learning.models import MLP
-from flowdiff.learning.training.checkpoint import pick_device
-from flowdiff.learning.training.trainer import Trainer, learning_rate
+from flowdiff.learning.devices import pick_device
+from flowdiff.learning.training.state import learning_rate
+from flowdiff.learning.training.trainer import Trainer
+from flowdiff.runs.train import run_hooks
 
 
 def _target(n=4096, seed=0):
@@ -42,7 +44,7 @@ def test_training_lowers_the_flow_matching_loss(tmp_path):
     held_out = _target(4096, seed=1)
     before = _per_sample_loss(model, path, held_out, seed=2)
     result = Trainer(model, path, _target(), steps=400, batch_size=256, lr=3e-3, warmup=20, seed=0,
-                     device="cpu", progress=False, log_every=50).fit()
+                     device="cpu", log_every=50).fit()
     after = _per_sample_loss(result.sampling_model, path, held_out, seed=2)
     # Paired comparison on the same 4096 (t, noise, x1) draws: the mean drop must exceed 5 standard errors
     # of the mean of the per-sample differences (a one-sided z-test at far beyond 99.99%).
@@ -56,7 +58,7 @@ def test_training_lowers_the_flow_matching_loss(tmp_path):
 def test_metrics_jsonl_has_one_line_per_logging_step(tmp_path):
     trainer = Trainer(MLP(2, hidden=(16,), time_dim=8), fd.GaussianPath(), _target(256), steps=30,
                       batch_size=32, lr=1e-3, warmup=5, log_every=10, checkpoint_every=100,
-                      out=tmp_path / "run", device="cpu", progress=False)
+                      hooks=run_hooks(tmp_path / "run"), device="cpu")
     trainer.fit()
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [10, 20, 30]
@@ -85,7 +87,7 @@ def test_learning_rate_schedule():
 def test_out_none_writes_nothing_and_the_ema_is_optional(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = Trainer(MLP(2, hidden=(8,), time_dim=4), fd.GaussianPath(), _target(64), steps=3, batch_size=8,
-                     ema_decay=None, grad_clip=None, device="cpu", progress=False).fit()
+                     ema_decay=None, grad_clip=None, device="cpu").fit()
     assert result.ema is None and result.sampling_model is result.model and result.step == 3
     assert list(tmp_path.iterdir()) == []
 
@@ -126,12 +128,10 @@ def test_ctrl_c_finishes_the_step_saves_a_checkpoint_and_stops(tmp_path):
             os.kill(os.getpid(), signal.SIGINT)
         return flow_matching_loss(model, path, x1, **kwargs)
 
-    trainer = Trainer(MLP(2, hidden=(8,), time_dim=4), fd.GaussianPath(), _target(64),
-                      loss=loss_that_presses_ctrl_c, steps=50, batch_size=8, checkpoint_every=100,
-                      out=tmp_path / "run", device="cpu", progress=False)
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt, match="stopped at step 10"):
-        trainer.fit()
+        fd.train(MLP(2, hidden=(8,), time_dim=4), fd.GaussianPath(), _target(64), loss=loss_that_presses_ctrl_c,
+                 steps=50, batch_size=8, checkpoint_every=100, out=tmp_path / "run", device="cpu")
     assert signal.getsignal(signal.SIGINT) is handler  # the previous handler is back
     latest = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())
     assert latest["step"] == 10
@@ -146,10 +146,10 @@ def test_time_law_reaches_the_loss_and_the_config(tmp_path):
         return flow_matching_loss(model, path, x1, **kwargs)
 
     trainer = Trainer(MLP(dim=2, hidden=(16,)), fd.GaussianPath(), x, loss=loss, time_law="early", steps=2,
-                      batch_size=32, out=tmp_path / "run", progress=False, device="cpu")
+                      batch_size=32, hooks=run_hooks(tmp_path / "run"), device="cpu")
     trainer.fit()
     assert seen == ["early", "early"]
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["training"]["time_law"] == "early"
     with pytest.raises(InvalidInputError, match="unknown time law 'late'"):
-        Trainer(MLP(dim=2, hidden=(16,)), fd.GaussianPath(), x, time_law="late", progress=False)
+        Trainer(MLP(dim=2, hidden=(16,)), fd.GaussianPath(), x, time_law="late")

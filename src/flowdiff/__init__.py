@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from flowdiff._version import __version__ as __version__
 
 _PUBLIC = {
     # layer 1: dynamics
@@ -41,12 +41,18 @@ _PUBLIC = {
     "log_prob": "flowdiff.learning.likelihood",
     "bits_per_dim": "flowdiff.learning.likelihood",
     "Trainer": "flowdiff.learning.training.trainer",
-    "train": "flowdiff.learning.training.trainer",
-    "load": "flowdiff.learning.training.checkpoint",
+    "TrainConfig": "flowdiff.learning.training.config",
+    "Hook": "flowdiff.learning.training.hooks",
+    "FlowMatching": "flowdiff.learning.losses",
+    "ScoreMatching": "flowdiff.learning.losses",
     "EMA": "flowdiff.learning.training.ema",
     "conditional_accuracy": "flowdiff.learning.classifier",
     "feature_frechet_distance": "flowdiff.learning.classifier",
     # layer 4: edges
+    "train": "flowdiff.runs.train",
+    "load": "flowdiff.runs.load",
+    "RunDirectory": "flowdiff.runs.directory",
+    "DataInfo": "flowdiff.data.info",
     "ImageData": "flowdiff.data.images",
     "load_images": "flowdiff.data.images",
 }
@@ -58,7 +64,7 @@ _MODULES = {
     "couplings": "flowdiff.paths.couplings",
     "models": "flowdiff.learning.models",
     "metrics": "flowdiff.learning.metrics",
-    "datasets": "flowdiff.data",
+    "runs": "flowdiff.runs",
     "errors": "flowdiff.errors",
 }
 

@@ -14,8 +14,3 @@ class InvalidInputError(FlowdiffError, ValueError):
 class IncompatibleError(FlowdiffError, TypeError):
     """Two things cannot work together (an ODE solver given an SDE, a missing label)."""
 
-
-def require(condition: bool, message: str) -> None:
-    """Raise `InvalidInputError(message)` unless `condition` holds."""
-    if not condition:
-        raise InvalidInputError(message)

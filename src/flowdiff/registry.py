@@ -29,3 +29,15 @@ def build(registry: Mapping[str, Callable], spec, kind: str, base: type | None =
         return factory(**kwargs)
     except TypeError as error:
         raise InvalidInputError(f"bad arguments for {kind} {spec!r}: {error}") from None
+
+
+def parse_list(text: str, kind: type, what: str) -> list:
+    """"1,2,4" -> [1, 2, 4], each entry converted by `kind`; an error names `what` when malformed."""
+    parts = [part for part in str(text).replace(" ", "").split(",") if part]
+    try:
+        values = [kind(part) for part in parts]
+    except ValueError:
+        values = []
+    if not values:
+        raise InvalidInputError(f"{what} must be a comma-separated list of {kind.__name__}s, got {text!r}")
+    return values

@@ -137,7 +137,7 @@ def load_reference(run, n: int, seed: int) -> Reference:
     from flowdiff.data.registry import load_dataset
 
     info = run.data_info
-    cli = run.config.get("cli", {})
+    cli = run.config.get("training", {})
     generator = torch.Generator().manual_seed(HELD_OUT_SEED + seed)
     if info.source == "toy":
         data = load_dataset(info.name, n=2 * n, generator=generator)
@@ -345,9 +345,10 @@ def eval_command(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from flowdiff.atomic import write_json as write_json_atomic
     from flowdiff.learning.metrics import METRICS
-    from flowdiff.learning.sampling import GRIDS
-    from flowdiff.learning.training.checkpoint import load, write_json_atomic
+    from flowdiff.learning.sampling.builders import GRIDS
+    from flowdiff.runs.load import load
 
     solver_list = parse_list(solvers, str, "--solvers")
     nfe_list = parse_list(nfe, int, "--nfe")

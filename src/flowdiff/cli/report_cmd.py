@@ -32,9 +32,9 @@ def report_command(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
 ) -> None:
     """Write RUN/run_report.html: training loss, samples (per class and guidance scale), trajectories."""
-    from flowdiff.cli.train_cmd import configure_threads
-    from flowdiff.learning.training.checkpoint import read_config
+    from flowdiff.learning.devices import configure_threads
     from flowdiff.plots.run_report import DEFAULT_GUIDANCE, write_run_report
+    from flowdiff.runs.layout import read_config
 
     scales = parse_guidance(guidance) if guidance is not None else DEFAULT_GUIDANCE
     if (n is not None and n < 1) or steps < 1:

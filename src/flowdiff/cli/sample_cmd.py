@@ -73,8 +73,8 @@ def sample_command(
     import numpy as np
     import torch
 
-    from flowdiff.cli.train_cmd import configure_threads
-    from flowdiff.learning.training.checkpoint import load
+    from flowdiff.learning.devices import configure_threads
+    from flowdiff.runs.load import load
 
     if n < 1 or steps < 1:
         raise InvalidInputError(f"--n and --steps must be >= 1, got --n {n} --steps {steps}")

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from flowdiff.data.files import VECTOR_SUFFIXES, Standardization, load_vectors
+from flowdiff.data.info import DataInfo
 from flowdiff.errors import InvalidInputError
-from flowdiff.learning.training.checkpoint import DataInfo
 
 DEFAULT_TOY_SIZE = 50_000
 """Number of points drawn from a toy set when n is not given."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -58,13 +59,15 @@ def simulate(
     save: str = "final",
     generator: torch.Generator | None = None,
     noise: torch.Tensor | None = None,
+    callback: Callable[[dict], None] | None = None,
 ) -> Trajectory:
     """Simulate dX = u dt (+ sigma dW) from X_{ts[0]} = x0 over the grid ts with `solver`.
 
     `save="all"` keeps every state, `"final"` only the last. SDEs draw their Brownian
     increments from `generator`, or take them as `noise` (standard normals of shape
     (len(ts) - 1, *x0.shape), scaled by sqrt(|dt|) inside). ODEs may run backwards
-    (decreasing ts); SDEs run forwards only.
+    (decreasing ts); SDEs run forwards only. `callback` is called after each step with
+    {"step", "t", "x", "nfe"} (progress bars, NFE counts, intermediate states).
     """
     solver = get_solver(solver)
     if not isinstance(equation, ODE | SDE):
@@ -82,7 +85,7 @@ def simulate(
         )
     save_all = save == "all"
     try:
-        states, nfe = solver.integrate(equation, x0, ts, save_all, generator, noise)
+        states, nfe = solver.integrate(equation, x0, ts, save_all, generator, noise, callback)
     except RuntimeError as error:
         if "must match the size" not in str(error):
             raise

@@ -42,8 +42,13 @@ class Solver:
         save_all: bool,
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
+        callback: Callable[[dict], None] | None = None,
     ) -> tuple[list[torch.Tensor], int]:
-        """Integrate from x0 along ts; return the saved states and the number of drift calls."""
+        """Integrate from x0 along ts; return the saved states and the number of drift calls.
+
+        `callback`, if given, is called after each step with {"step", "t", "x", "nfe"} (the step's
+        index from 1, the time reached, the state there, the drift calls so far).
+        """
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -59,14 +64,16 @@ class FixedStepSolver(Solver):
         """Advance x at time t by dt (dw: the Brownian increment, None for ODEs)."""
         raise NotImplementedError
 
-    def integrate(self, equation, x0, ts, save_all, generator=None, noise=None):
+    def integrate(self, equation, x0, ts, save_all, generator=None, noise=None, callback=None):
         dts = (ts[1:] - ts[:-1]).unbind(0)
         increments = self._increments(x0, ts, generator, noise)
         step, x, states = self.step, x0, [x0] if save_all else []
-        for t, dt, dw in zip(ts.unbind(0), dts, increments):
+        for k, (t, dt, dw) in enumerate(zip(ts.unbind(0), dts, increments), start=1):
             x = step(equation, x, t, dt, dw)
             if save_all:
                 states.append(x)
+            if callback is not None:
+                callback({"step": k, "t": ts[k], "x": x, "nfe": self.stages * k})
         if not save_all:
             states.append(x)
         if x.shape != x0.shape:  # broadcasting only grows shapes, so checking the end suffices
@@ -164,7 +171,7 @@ class Dopri5(Solver):
             raise InvalidInputError(f"rtol and atol must be > 0, got {rtol}, {atol}")
         self.rtol, self.atol = rtol, atol
 
-    def integrate(self, equation, x0, ts, save_all, generator=None, noise=None):
+    def integrate(self, equation, x0, ts, save_all, generator=None, noise=None, callback=None):
         from torchdiffeq import odeint
 
         calls = [0]
@@ -175,6 +182,8 @@ class Dopri5(Solver):
 
         grid = ts if save_all else ts[[0, -1]]
         states = odeint(func, x0, grid, rtol=self.rtol, atol=self.atol, method="dopri5")
+        if callback is not None:  # the adaptive steps happen inside odeint: report the end
+            callback({"step": len(grid) - 1, "t": grid[-1], "x": states[-1], "nfe": calls[0]})
         return list(states.unbind(0)) if save_all else [states[-1]], calls[0]
 
     def __repr__(self) -> str:

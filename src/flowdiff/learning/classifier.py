@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowdiff.errors import IncompatibleError, InvalidInputError
+from flowdiff.errors import InvalidInputError
 
 
 class ImageClassifier(nn.Module):
@@ -261,13 +261,3 @@ def load_or_train_classifier(
     temporary.replace(file)
     trained.cache_file = file
     return trained
-
-
-def check_classifier_labels(classifier: ImageClassifier, labels: torch.Tensor) -> None:
-    """Raise unless labels lie in 0..num_classes - 1 of the classifier."""
-    labels = torch.as_tensor(labels)
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= classifier.num_classes):
-        raise IncompatibleError(
-            f"labels must lie in 0..{classifier.num_classes - 1} for this classifier, "
-            f"got {int(labels.min())}..{int(labels.max())}"
-        )

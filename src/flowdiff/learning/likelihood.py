@@ -23,6 +23,7 @@ from flowdiff.dynamics.equations import ODE
 from flowdiff.dynamics.simulate import simulate
 from flowdiff.dynamics.solvers import Solver, get_solver, solver_names
 from flowdiff.errors import IncompatibleError, InvalidInputError
+from flowdiff.learning.predictions import as_velocity
 
 DIVERGENCES = ("exact", "hutchinson")
 PROBE_DISTRIBUTIONS = ("rademacher", "gaussian")
@@ -138,16 +139,6 @@ class _AugmentedDrift:
         return torch.cat([velocity.detach(), (self.weight * divergence).detach()[:, None]], dim=1)
 
 
-class _VelocityOf:
-    """Wrap a field predicting `prediction` (score, x1, noise) into its velocity via the path."""
-
-    def __init__(self, field, path, prediction: str) -> None:
-        self.field, self.path, self.prediction = field, path, prediction
-
-    def __call__(self, x, t, **cond):
-        return self.path.convert(self.field(x, t, **cond), x, t, self.prediction, "velocity")
-
-
 def log_prob(
     model,
     path,
@@ -204,15 +195,13 @@ def log_prob(
         vectors = _draw_probes(probes, x, probe_dist, generator)
         weight = 1.0 / probes
 
-    field = model
-    prediction = getattr(model, "prediction", "velocity")
-    if prediction != "velocity":
-        field = _VelocityOf(model, path, prediction)
+    field = as_velocity(model, path, getattr(model, "prediction", "velocity"))
     cond = {} if y is None else {"y": y}
     equation = ODE(_AugmentedDrift(field, shape, vectors, weight, cond))
 
     state = torch.cat([x.reshape(batch, dims), x.new_zeros(batch, 1)], dim=1)
-    ts = grids.uniform(1.0, 0.0, steps, device=x.device, dtype=x.dtype)
+    # from the data end to the noise end (or to t_min, where a converted score or noise field starts)
+    ts = grids.uniform(1.0, getattr(field, "t_min", 0.0), steps, device=x.device, dtype=x.dtype)
     final = simulate(equation, state, ts, solver=solver).final
     x0, integral_1_to_0 = final[:, :-1], final[:, -1]  # integral_1^0 div dt = -integral_0^1 div dt
     log_p0 = -0.5 * (x0.pow(2).sum(dim=1) + dims * math.log(2 * math.pi))

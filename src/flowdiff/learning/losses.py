@@ -139,18 +139,71 @@ def score_matching_loss(
     return (score + s.noise / beta.clamp_min(path.min_scale)).pow(2).mean()
 
 
-LOSSES: dict[str, Callable[..., torch.Tensor]] = {
-    "flow_matching": flow_matching_loss,
-    "score_matching": score_matching_loss,
+class FlowMatching:
+    """The conditional flow matching loss as an object: its time law and range, and what it trains.
+
+    `loss(model, path, x1, y=..., coupling=..., label_dropout=..., generator=...)` is
+    `flow_matching_loss` with these hyperparameters; the network learns the velocity.
+    """
+
+    name = "flow_matching"
+    prediction = "velocity"
+
+    def __init__(self, time_law: str = "uniform", t_min: float = 0.0, t_max: float = 1.0) -> None:
+        lookup(TIME_LAWS, time_law, "time law")
+        if not 0.0 <= t_min < t_max <= 1.0:
+            raise InvalidInputError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
+        self.time_law, self.t_min, self.t_max = time_law, float(t_min), float(t_max)
+
+    def _options(self) -> dict:
+        return {"time_law": self.time_law, "t_min": self.t_min, "t_max": self.t_max}
+
+    def __call__(self, model, path: GaussianPath, x1: torch.Tensor, **batch) -> torch.Tensor:
+        """The loss on the minibatch x1 (keywords: y, coupling, label_dropout, generator)."""
+        return flow_matching_loss(model, path, x1, **batch, **self._options())
+
+    def config(self) -> dict:
+        """A JSON-ready description: {"name": ..., hyperparameters}."""
+        return {"name": self.name, **self._options()}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._options().items())})"
+
+
+class ScoreMatching(FlowMatching):
+    """The denoising score matching loss as an object (weighting, time law and range); it trains the score."""
+
+    name = "score_matching"
+    prediction = "score"
+
+    def __init__(self, weighting: str = "noise", time_law: str = "uniform", t_min: float = 0.0,
+                 t_max: float = 1.0) -> None:
+        super().__init__(time_law, t_min, t_max)
+        lookup({w: w for w in WEIGHTINGS}, weighting, "score-matching weighting")
+        self.weighting = weighting
+
+    def _options(self) -> dict:
+        return {"weighting": self.weighting, **super()._options()}
+
+    def __call__(self, model, path: GaussianPath, x1: torch.Tensor, **batch) -> torch.Tensor:
+        """The loss on the minibatch x1 (keywords: y, coupling, label_dropout, generator)."""
+        return score_matching_loss(model, path, x1, **batch, **self._options())
+
+
+LOSSES: dict[str, Callable[..., FlowMatching]] = {
+    "flow_matching": FlowMatching,
+    "score_matching": ScoreMatching,
 }
-"""Losses by name."""
-
-LOSS_PREDICTIONS = {"flow_matching": "velocity", "score_matching": "score"}
-"""What a network trained with each loss predicts (pass it to `sample(..., prediction=...)`)."""
+"""Loss objects by name."""
 
 
-def get_loss(loss: str | Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """The loss function of that name (or the callable itself)."""
-    if callable(loss):
-        return loss
-    return lookup(LOSSES, loss, "loss")
+def get_loss(loss: str | dict | FlowMatching, **kwargs) -> FlowMatching:
+    """A loss object from itself, its name or its config dict (keywords override the hyperparameters).
+
+    A custom callable loss(model, path, x1, **batch) is returned as it is.
+    """
+    from flowdiff.registry import build
+
+    if callable(loss) and not isinstance(loss, FlowMatching) and not kwargs:
+        return loss  # a custom loss(model, path, x1, **batch); its `prediction` attribute, if any, is read
+    return build(LOSSES, loss, "loss", base=FlowMatching, **kwargs)

@@ -25,10 +25,8 @@ def _figure(width: float, height: float):
 
 
 def _save(figure, path: str | Path) -> Path:
-    from flowdiff.plots.lecture1 import save_figure
+    from flowdiff.atomic import save_figure
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
     return save_figure(figure, path, dpi=figure.dpi)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flowdiff.atomic import write_with
 from flowdiff.data.images import to_uint8
 from flowdiff.errors import InvalidInputError
 
@@ -62,13 +63,8 @@ def image_grid(images, nrow: int | None = None, padding: int = 2, scale: int | N
 def _save_array(grid: np.ndarray, path: str | Path) -> Path:
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-    temporary = path.with_name(path.name + ".tmp")
-    picture.save(temporary, format="PNG")
-    temporary.replace(path)
-    return path
+    return write_with(path, lambda tmp: picture.save(tmp, format="PNG"))
 
 
 def save_image_grid(images, path: str | Path, nrow: int | None = None, padding: int = 2,
@@ -138,9 +134,4 @@ def save_labelled_rows(rows: Sequence, path: str | Path, row_labels: Sequence[st
         if row_labels is not None:
             draw.text((4, top + max(0, cell_h // 2 - 6)), str(row_labels[k]), fill="black")
         top += strip.shape[0] - padding
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    canvas.save(temporary, format="PNG")
-    temporary.replace(path)
-    return path
+    return write_with(path, lambda tmp: canvas.save(tmp, format="PNG"))

@@ -8,13 +8,14 @@ Plot code only draws: it takes simulated times and states (tensors or arrays, as
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+
+from flowdiff import atomic
 
 PATH_COLORS = "viridis"
 
@@ -36,12 +37,8 @@ def _normal_pdf(x: np.ndarray, variance: float) -> np.ndarray:
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
-    """Write `fig` as a PNG at `path` atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
+    """Write `fig` as a PNG at `path` atomically (`flowdiff.atomic`)."""
+    return atomic.save_figure(fig, path, dpi=dpi)
 
 
 def brownian_figure(times, states, sigma: float = 1.0) -> Figure:
@@ -210,8 +207,6 @@ def save_animation(
             ax.set_title(f"t = {t[i]:.3g}")
             return (points,)
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.gif")
-    FuncAnimation(fig, update, frames=len(picks), blit=False).save(tmp, writer=PillowWriter(fps=fps), dpi=80)
-    os.replace(tmp, path)
-    return path
+    animation = FuncAnimation(fig, update, frames=len(picks), blit=False)
+    return atomic.write_with(path, lambda tmp: animation.save(tmp, writer=PillowWriter(fps=fps), dpi=80),
+                             suffix=".gif")

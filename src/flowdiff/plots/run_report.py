@@ -244,9 +244,9 @@ def write_run_report(run_dir: str | Path, n: int | None = None, steps: int = 20,
     and the number of points for vectors (default 1000); `steps` Heun steps per sample;
     `guidance_scales` the rows of the per-guidance picture (labelled runs). Returns the page's path.
     """
-    from flowdiff.learning.training.checkpoint import load
     from flowdiff.plots import figures
     from flowdiff.plots.report import Report
+    from flowdiff.runs.load import load
 
     scales = check_guidance_scales(guidance_scales)
     _positive(steps, "steps")

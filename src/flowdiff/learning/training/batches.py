@@ -1,0 +1,79 @@
+"""`InMemoryData`: training examples held in memory, checked once, drawn as minibatches by index."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+
+from flowdiff.errors import IncompatibleError, InvalidInputError
+
+
+def as_tensor(data, name: str) -> torch.Tensor:
+    """A torch tensor from a tensor or a numpy array (anything else is refused by name)."""
+    if isinstance(data, np.ndarray):
+        data = torch.from_numpy(np.ascontiguousarray(data))
+    if not isinstance(data, torch.Tensor):
+        raise IncompatibleError(f"{name} must be a torch.Tensor or numpy array, got {type(data).__name__}")
+    return data
+
+
+def check_labels_for(model, labels: torch.Tensor, size: int) -> torch.Tensor:
+    """Labels of shape (size,) as class indices 0..K-1 of the model's label embedding."""
+    if labels.shape != (size,):
+        raise InvalidInputError(f"labels must have shape ({size},) to match the data, got {tuple(labels.shape)}")
+    if torch.is_floating_point(labels) and not bool((labels == labels.round()).all()):
+        raise InvalidInputError("labels must be integers (class indices 0..K-1)")
+    labels = labels.long()
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is None:
+        raise IncompatibleError("labels were given, but the model has no label embedding; build it with "
+                                "num_classes=K")
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise InvalidInputError(
+            f"labels must lie in 0..{num_classes - 1} for a model with num_classes={num_classes}, "
+            f"got values from {int(labels.min())} to {int(labels.max())}"
+        )
+    return labels
+
+
+class InMemoryData:
+    """Data x (N, *shape) and labels (N,) or None on the training device; minibatches drawn with replacement."""
+
+    def __init__(self, data, labels, model, device: torch.device) -> None:
+        if data is None:
+            raise InvalidInputError("training needs data: a tensor of shape (N, *shape)")
+        x = as_tensor(data, "data")
+        if x.ndim < 2 or x.shape[0] < 1:
+            raise InvalidInputError(f"data must have shape (N, *shape) with N >= 1, got {tuple(x.shape)}")
+        if not torch.is_floating_point(x):
+            x = x.float()
+        if not bool(torch.isfinite(x).all()):
+            raise InvalidInputError("data contains NaN or inf values; clean or drop those rows first")
+        y = None if labels is None else check_labels_for(model, as_tensor(labels, "labels"), x.shape[0])
+        self.x = x.to(device)
+        self.y = None if y is None else y.to(device)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def labelled(self) -> bool:
+        """True when the data carries labels."""
+        return self.y is not None
+
+    def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A minibatch (x1, y) of `size` examples drawn uniformly with replacement by `generator`."""
+        index = torch.randint(len(self), (size,), generator=generator, device=self.x.device)
+        return self.x[index], None if self.y is None else self.y[index]
+
+    def checksum(self) -> str:
+        """A fingerprint of the data and labels, so that a run is resumed on the same data."""
+        digest = hashlib.blake2b(digest_size=12)
+        for tensor in (self.x, self.y):
+            if tensor is not None:
+                array = np.ascontiguousarray(tensor.detach().cpu().numpy())
+                digest.update(str(array.shape).encode())
+                digest.update(memoryview(array).cast("B"))
+        return digest.hexdigest()

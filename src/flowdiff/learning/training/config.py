@@ -1,0 +1,176 @@
+"""`TrainConfig`: every training setting, its default and its check, in one place.
+
+The Python API (`Trainer(..., steps=...)`, `TrainConfig(...)`), TOML files and the command line
+all build this one dataclass; a run directory records it as JSON and a resumed run rebuilds it
+from there. The first group of fields says what to build (data, network, path) and is read by
+the edges that build them; the rest drive the training loop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+from flowdiff.errors import InvalidInputError
+
+LR_SCHEDULES = ("cosine", "constant")
+"""Learning-rate schedules after the warm-up."""
+
+NOT_RESULT_FIELDS = ("checkpoint_every", "log_every", "device")
+"""Settings that do not change the trained weights: a resumed run may change them."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The settings of a training run (defaults here and nowhere else); checked on construction."""
+
+    # what to build (read by the edges: data sets, networks, paths)
+    data: str | None = None
+    model: str = "default"
+    hidden: tuple[int, ...] = (256, 256, 256)
+    schedule: str = "linear"
+    labels: bool | None = None
+    label_column: str | None = None
+    standardize: bool | None = None
+    n_data: int | None = None
+    image_size: int | None = None
+    # the objective
+    loss: str = "flow_matching"
+    coupling: str = "independent"
+    time_law: str = "uniform"
+    label_dropout: float = 0.1
+    # the optimisation
+    steps: int = 5000
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: int = 100
+    lr_schedule: str = "cosine"
+    grad_clip: float | None = 1.0
+    ema_decay: float | None = 0.999
+    seed: int = 0
+    # bookkeeping
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", _widths(self.hidden))
+        for name, low in (("steps", 1), ("batch_size", 1), ("warmup", 0), ("checkpoint_every", 1),
+                          ("log_every", 1), ("seed", 0)):
+            _integer(name, getattr(self, name), low)
+        for name in ("n_data", "image_size"):
+            if getattr(self, name) is not None:
+                _integer(name, getattr(self, name), 1)
+        _positive("lr", self.lr)
+        if not (isinstance(self.weight_decay, int | float) and math.isfinite(self.weight_decay)
+                and self.weight_decay >= 0):
+            raise InvalidInputError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if self.grad_clip is not None:
+            _positive("grad_clip", self.grad_clip, "(or None for no clipping)")
+        if self.ema_decay is not None and not (isinstance(self.ema_decay, int | float)
+                                               and 0.0 <= self.ema_decay < 1.0):
+            raise InvalidInputError(f"ema_decay must lie in [0, 1) (or None for no EMA), got {self.ema_decay!r}")
+        if not (isinstance(self.label_dropout, int | float) and 0.0 <= self.label_dropout < 1.0):
+            raise InvalidInputError(f"label_dropout must lie in [0, 1), got {self.label_dropout!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise InvalidInputError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of: "
+                                    f"{', '.join(LR_SCHEDULES)}")
+        self._check_names()
+
+    def _check_names(self) -> None:
+        """Names that a registry resolves: checked here so that a bad one fails before any work."""
+        from flowdiff.learning.losses import LOSSES, TIME_LAWS
+        from flowdiff.learning.models import MODELS
+        from flowdiff.paths.couplings import COUPLINGS
+        from flowdiff.paths.schedules import SCHEDULES
+        from flowdiff.registry import lookup
+
+        lookup(LOSSES, self.loss, "loss")
+        lookup(COUPLINGS, self.coupling, "coupling")
+        lookup(TIME_LAWS, self.time_law, "time law")
+        lookup(SCHEDULES, self.schedule, "schedule")
+        if self.model != "default":
+            lookup(MODELS, self.model, "model")
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dictionary of every field."""
+        out = asdict(self)
+        out["hidden"] = list(self.hidden)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "the configuration") -> TrainConfig:
+        """Build from a dictionary (a TOML file, a stored run); unknown keys are an error naming them."""
+        if not isinstance(values, dict):
+            raise InvalidInputError(f"{source} must be a table of settings, got {type(values).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InvalidInputError(f"{source} has unknown settings {unknown}; known: {', '.join(sorted(known))}")
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise InvalidInputError(f"{source}: {error}") from None
+
+    def updated(self, **changes) -> TrainConfig:
+        """A copy with some fields changed (checked again); an unknown name is an error naming it."""
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise InvalidInputError(f"unknown training settings {unknown}; known: "
+                                    f"{', '.join(f.name for f in fields(self))}")
+        return replace(self, **changes)
+
+    def result_fields(self) -> dict:
+        """The fields that change the trained weights (what a resumed run must keep)."""
+        return {k: v for k, v in self.to_dict().items() if k not in NOT_RESULT_FIELDS}
+
+
+def read_toml(path) -> dict:
+    """The settings of a TOML file of `name = value` lines, as a dictionary (checked by `from_dict`)."""
+    from pathlib import Path
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    path = Path(path)
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise InvalidInputError(f"{path} is not valid TOML: {error}") from None
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"{path} is not a UTF-8 text file") from None
+    TrainConfig.from_dict(values, source=str(path))  # unknown names and bad values fail here, naming the file
+    return values
+
+
+def load_toml(path) -> TrainConfig:
+    """A `TrainConfig` from a TOML file of `name = value` settings."""
+    return TrainConfig.from_dict(read_toml(path), source=str(path))
+
+
+def _integer(name: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InvalidInputError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _positive(name: str, value, note: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
+        raise InvalidInputError(f"{name} must be a finite number > 0 {note}, got {value!r}".replace("  ", " "))
+
+
+def _widths(hidden) -> tuple[int, ...]:
+    """Layer widths from a tuple/list or a text "256,256,256"."""
+    if isinstance(hidden, str):
+        from flowdiff.registry import parse_list
+
+        hidden = parse_list(hidden, int, "hidden")
+    try:
+        widths = tuple(hidden)
+    except TypeError:
+        widths = ()
+    if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+        raise InvalidInputError(f"hidden must be positive layer widths like 256,256,256, got {hidden!r}")
+    return widths
