@@ -123,7 +123,7 @@ def main(argv=None) -> dict:
     path = GaussianPath("linear")
     trainer = Trainer(model, path, data.images, labels=data.labels, batch_size=args.batch, steps=args.steps,
                       lr=args.lr, warmup=min(200, args.steps // 10), label_dropout=args.label_dropout,
-                      ema_decay=0.999, progress=False, device=device, seed=args.seed,
+                      ema_decay=0.999, device=device, seed=args.seed,
                       log_every=max(1, args.steps // 10))
     synchronize(device)
     start = time.perf_counter()

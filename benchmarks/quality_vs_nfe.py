@@ -5,9 +5,9 @@ known, so the NLL has a floor (the data's own entropy) and the marginal vector f
 closed form (the "exact field" row: the error of the solver alone).
 
 Every method trains the same network (flowdiff's MLP, hidden 256x3, same initial weights) with
-the same loop (Adam, lr 1e-3 decayed to 0 by a cosine, batch 256, the same data batches, the
-same number of steps); only the library that turns a data batch into regression pairs
-(x_t, t, u_t) differs:
+the same loop (flowdiff's Trainer: Adam, lr 1e-3 decayed to 0 by a cosine, batch 256, the same
+minibatches, the same number of steps); only the library that turns a data batch into regression
+pairs (x_t, t, u_t) differs:
 
 - flowdiff:       fd.flow_matching_loss on GaussianPath("linear"), independent or minibatch-OT coupling;
                   and ("early t") minibatch OT with t drawn from the density 2(1 - t) instead of U[0, 1]
@@ -62,10 +62,10 @@ def eight_gaussians_mixture() -> fd.GaussianMixture:
     return fd.GaussianMixture(means, 0.2**2)
 
 
-def data_batches(steps: int, batch: int, seed: int) -> list[torch.Tensor]:
-    """The same stream of training batches for every method."""
+def training_data(steps: int, batch: int, seed: int) -> torch.Tensor:
+    """The same training data for every method: steps x batch points of the eight Gaussians."""
     generator = torch.Generator().manual_seed(seed)
-    return [sample_toy("eight_gaussians", batch, generator).x for _ in range(steps)]
+    return sample_toy("eight_gaussians", steps * batch, generator).x
 
 
 def new_model(seed: int) -> MLP:
@@ -73,20 +73,16 @@ def new_model(seed: int) -> MLP:
     return MLP(2, hidden=HIDDEN)
 
 
-def train(loss_fn: Callable[[MLP, torch.Tensor, torch.Generator], torch.Tensor], batches, seed: int) -> MLP:
-    """The shared loop: Adam(lr 1e-3, cosine decay to 0) on loss_fn(model, x1, generator) over the batches."""
+def train(loss_fn: Callable[[MLP, torch.Tensor, torch.Generator], torch.Tensor], data: torch.Tensor, steps: int,
+          batch: int, seed: int) -> MLP:
+    """The shared loop, flowdiff's Trainer: Adam (AdamW, no weight decay), lr 1e-3 decayed to 0 by a cosine, no
+    warm-up, clipping or EMA, the same minibatches (same data generator seed) for every method's loss_fn."""
     model = new_model(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=len(batches))
-    generator = torch.Generator().manual_seed(seed + 1)
     torch.manual_seed(seed + 2)  # for libraries that draw from the global generator (torchcfm)
-    for x1 in batches:
-        loss = loss_fn(model, x1, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        decay.step()
-    return model.eval().requires_grad_(False)
+    trainer = fd.Trainer(model, fd.GaussianPath("linear"), data, loss=lambda model, path, x1, generator, **_:
+                         loss_fn(model, x1, generator), steps=steps, batch_size=batch, lr=1e-3, warmup=0,
+                         grad_clip=None, ema_decay=None, seed=seed, device="cpu", log_every=steps)
+    return trainer.fit().model.eval().requires_grad_(False)
 
 
 # ------------------------------------------------------------------------------------- losses
@@ -265,7 +261,7 @@ these solvers and grids, chosen at NFE 4 on validation data.
 
 def run_seed(seed: int, args, data: dict) -> dict:
     """Train every method with this seed; measure W2 against NFE, the tuned flowdiff sampler and the NLL."""
-    batches = data_batches(args.steps, args.batch, seed)
+    train_data = training_data(args.steps, args.batch, seed)
     rows, nll, seconds = {}, {}, {}
     path = fd.GaussianPath("linear")
     models = {}
@@ -273,7 +269,7 @@ def run_seed(seed: int, args, data: dict) -> dict:
         if name not in args.methods:
             continue
         started = time.perf_counter()
-        models[name] = model = train(make_loss(), batches, seed)
+        models[name] = model = train(make_loss(), train_data, args.steps, args.batch, seed)
         library = name.split(" ")[0]
         for method in ("euler", "midpoint", "rk4"):
             rows[f"{name}, {method}"] = curve(

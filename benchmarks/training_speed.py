@@ -52,7 +52,7 @@ def flowdiff_step(data, hidden, batch, device, coupling: str, extras: bool) -> C
     """One `Trainer.train_step()`; extras=False turns off the EMA and gradient clipping."""
     trainer = Trainer(
         new_model(hidden, device), fd.GaussianPath("linear"), data, coupling=coupling, batch_size=batch,
-        steps=10**9, lr=1e-3, warmup=0, lr_schedule="constant", device=device, progress=False,
+        steps=10**9, lr=1e-3, warmup=0, lr_schedule="constant", device=device,
         ema_decay=0.999 if extras else None, grad_clip=1.0 if extras else None,
     )
     return trainer.train_step

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import flowdiff as fd
+from flowdiff import atomic
 from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.learning.models import MLP
-from flowdiff import atomic
 from flowdiff.learning.training.trainer import Trainer
 from flowdiff.runs.train import run_hooks
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from flowdiff.data.files import Standardization, load_vectors
+from flowdiff.data.info import DataInfo
 from flowdiff.data.registry import load_dataset
 from flowdiff.errors import InvalidInputError
-from flowdiff.data.info import DataInfo
 
 
 def _points(n=50, d=3, seed=0):

@@ -2,36 +2,25 @@
 
 import pytest
 import torch
+from helpers import energy_distance, train_briefly
 
 import flowdiff as fd
 from flowdiff.paths.marginals import marginal_velocity
 
-STEPS, BATCH = 3000, 256
-
-
-def energy_distance(x: torch.Tensor, y: torch.Tensor) -> float:
-    """2 E|X - Y| - E|X - X'| - E|Y - Y'| (V-statistic): zero iff the distributions agree."""
-    return float(2 * torch.cdist(x, y).mean() - torch.cdist(x, x).mean() - torch.cdist(y, y).mean())
+STEPS, BATCH, DATA = 3000, 256, 60_000
 
 
 @pytest.fixture(scope="module")
 def trained():
-    """Train for STEPS AdamW steps (one-cycle LR) on fresh mixture samples; ~5-10 s on one CPU thread."""
+    """Train for STEPS steps of the library's Trainer on DATA mixture samples; ~5-10 s on one CPU thread."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: one thread is several times faster on a shared 2-core box
     torch.manual_seed(0)
     mixture = fd.GaussianMixture.symmetric_2d(nmodes=4, std=0.4, scale=2.5)
     path = fd.GaussianPath("linear")
-    model = fd.models.MLP(2, hidden=(128, 128, 128), time_dim=32)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=STEPS, pct_start=0.05)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(STEPS):
-        loss = fd.flow_matching_loss(model, path, mixture.sample(BATCH, g), generator=g)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+    data = mixture.sample(DATA, torch.Generator().manual_seed(0))
+    model = train_briefly(fd.models.MLP(2, hidden=(128, 128, 128), time_dim=32), path, data, steps=STEPS,
+                          batch_size=BATCH)
     yield model, path, mixture
     torch.set_num_threads(threads)
 
@@ -83,15 +72,10 @@ def test_a_noise_network_trained_by_score_matching_samples_the_same_way(trained)
     path = fd.GaussianPath("cosine")
     net = fd.models.MLP(2, hidden=(128, 128, 128), time_dim=32)
     score_model = fd.Converted(net, path, "noise", "score")  # train the noise net through its score
-    optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=STEPS, pct_start=0.05)
+    data = mixture.sample(DATA, torch.Generator().manual_seed(1))
+    ema = train_briefly(score_model, path, data, steps=STEPS, batch_size=BATCH, loss="score_matching")
+    net = ema.module.model  # the EMA weights of the noise network
     g = torch.Generator().manual_seed(1)
-    for _ in range(STEPS):
-        loss = fd.score_matching_loss(score_model, path, mixture.sample(BATCH, g), generator=g)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
     n = 2000
     null = sum(energy_distance(mixture.sample(n, g), mixture.sample(n, g)) for _ in range(10)) / 10
     # A noise prediction says nothing about the data at t = 0 (alpha_0 = 0): start at t_min = 1e-3.

@@ -12,9 +12,9 @@ import torch
 
 import flowdiff as fd
 from flowdiff.errors import IncompatibleError, InvalidInputError
+from flowdiff.learning.devices import pick_device
 from flowdiff.learning.losses import flow_matching_loss
 from flowdiff.learning.models import MLP
-from flowdiff.learning.devices import pick_device
 from flowdiff.learning.training.state import learning_rate
 from flowdiff.learning.training.trainer import Trainer
 from flowdiff.runs.train import run_hooks

@@ -132,7 +132,7 @@ def _load_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndar
         header, rows = [cell.strip() for cell in rows[0]], rows[1:]
     if label_column is not None:
         if header is None:
-            raise InvalidInputError(f"{path}: --label-column {label_column!r} needs a header row naming "
+            raise InvalidInputError(f"{path}: the label column {label_column!r} needs a header row naming "
                                     "the columns")
         if label_column not in header:
             raise InvalidInputError(f"{path}: no column {label_column!r}; the columns are {header}")
@@ -151,7 +151,7 @@ def _load_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndar
             bad = next(cell for cell in cells if not _is_number(cell))
             raise InvalidInputError(
                 f"{path}: line {number} has the non-numeric value {bad!r}; every column except the "
-                "label column must be numeric (name the label column with --label-column)"
+                "label column must be numeric (name the label column)"
             ) from None
     x = np.asarray(values, dtype=np.float64).reshape(len(values), width - (label_at is not None))
     if label_at is None:
@@ -172,7 +172,7 @@ def load_vectors(path: str | Path, label_column: str | None = None) -> VectorDat
         raise InvalidInputError(f"data file {path} does not exist")
     if label_column is not None and suffix != ".csv":
         raise InvalidInputError(
-            f"{path}: --label-column applies to CSV files; in an .npz store labels as 'y' or 'labels'"
+            f"{path}: a label column applies to CSV files; in an .npz store labels as 'y' or 'labels'"
         )
     try:
         if suffix == ".npy":

@@ -130,7 +130,7 @@ def load_dataset(
         raise InvalidInputError(f"data file {path} does not exist")
     if is_image_spec(text):
         if label_column is not None or standardize:
-            raise InvalidInputError("--label-column and --standardize apply to vector files, not image sets")
+            raise InvalidInputError("a label column and standardization apply to vector files, not image sets")
         return _images(text, n, generator, image_size)
     if suffix in VECTOR_SUFFIXES:
         return _file(text, n, generator, label_column, standardize)

@@ -104,6 +104,20 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+def _check_arguments(channel_mults, attention_resolutions, base_channels, num_res_blocks,
+                     dropout) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The U-Net's level multipliers and attention heights as int tuples, after checking every argument."""
+    channel_mults = tuple(int(m) for m in channel_mults)
+    attention_resolutions = tuple(int(r) for r in attention_resolutions)
+    if not channel_mults or min(channel_mults) < 1:
+        raise InvalidInputError(f"channel_mults must be positive integers, got {channel_mults}")
+    if base_channels < 1 or num_res_blocks < 1:
+        raise InvalidInputError(f"base_channels and num_res_blocks must be >= 1, got {base_channels}, {num_res_blocks}")
+    if not 0.0 <= dropout < 1.0:
+        raise InvalidInputError(f"dropout must lie in [0, 1), got {dropout}")
+    return channel_mults, attention_resolutions
+
+
 class UNet(nn.Module):
     """U-Net field u_t(x | y): residual blocks conditioned on t (and y) by scale/shift, skips, attention.
 
@@ -125,16 +139,8 @@ class UNet(nn.Module):
     ) -> None:
         super().__init__()
         self.data_shape = image_shape(channels, image_size)
-        channel_mults = tuple(int(m) for m in channel_mults)
-        attention_resolutions = tuple(int(r) for r in attention_resolutions)
-        if not channel_mults or min(channel_mults) < 1:
-            raise InvalidInputError(f"channel_mults must be positive integers, got {channel_mults}")
-        if base_channels < 1 or num_res_blocks < 1:
-            raise InvalidInputError(
-                f"base_channels and num_res_blocks must be >= 1, got {base_channels}, {num_res_blocks}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise InvalidInputError(f"dropout must lie in [0, 1), got {dropout}")
+        channel_mults, attention_resolutions = _check_arguments(channel_mults, attention_resolutions,
+                                                                base_channels, num_res_blocks, dropout)
         self.num_classes = None if num_classes is None else int(num_classes)
         self._kwargs = {
             "channels": int(channels),
@@ -159,9 +165,25 @@ class UNet(nn.Module):
         self.label_embedding = LabelEmbedding(self.num_classes, emb_dim) if self.num_classes else None
         self.input_conv = nn.Conv2d(channels, base_channels, 3, padding=1)
 
-        resolution = padded_h
-        widths = [base_channels]
-        current = base_channels
+        widths, current, resolution = self._build_down(base_channels, channel_mults, num_res_blocks,
+                                                       attention_resolutions, emb_dim, dropout, padded_h)
+        self.middle = nn.ModuleList([
+            ResidualBlock(current, current, emb_dim, dropout),
+            SelfAttention(current) if attention_resolutions else nn.Identity(),
+            ResidualBlock(current, current, emb_dim, dropout),
+        ])
+        current = self._build_up(base_channels, channel_mults, num_res_blocks, attention_resolutions, emb_dim,
+                                 dropout, widths, current, resolution)
+
+        self.output = nn.Sequential(
+            nn.GroupNorm(_groups(current), current), nn.SiLU(),
+            _zero(nn.Conv2d(current, channels, 3, padding=1)),
+        )
+
+    def _build_down(self, base_channels, channel_mults, num_res_blocks, attention_resolutions, emb_dim, dropout,
+                    resolution) -> tuple[list[int], int, int]:
+        """The encoder: residual blocks (with attention at the listed heights) and downsamplings."""
+        widths, current = [base_channels], base_channels
         self.down = nn.ModuleList()
         for level, mult in enumerate(channel_mults):
             for _ in range(num_res_blocks):
@@ -175,13 +197,11 @@ class UNet(nn.Module):
                 self.down.append(nn.ModuleList([Downsample(current)]))
                 widths.append(current)
                 resolution //= 2
+        return widths, current, resolution
 
-        self.middle = nn.ModuleList([
-            ResidualBlock(current, current, emb_dim, dropout),
-            SelfAttention(current) if attention_resolutions else nn.Identity(),
-            ResidualBlock(current, current, emb_dim, dropout),
-        ])
-
+    def _build_up(self, base_channels, channel_mults, num_res_blocks, attention_resolutions, emb_dim, dropout,
+                  widths, current, resolution) -> int:
+        """The decoder: residual blocks on the skips (with attention at the listed heights) and upsamplings."""
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mults))):
             for block in range(num_res_blocks + 1):
@@ -193,11 +213,7 @@ class UNet(nn.Module):
                     layers.append(Upsample(current))
                     resolution *= 2
                 self.up.append(nn.ModuleList(layers))
-
-        self.output = nn.Sequential(
-            nn.GroupNorm(_groups(current), current), nn.SiLU(),
-            _zero(nn.Conv2d(current, channels, 3, padding=1)),
-        )
+        return current
 
     def config(self) -> dict:
         """JSON-ready keyword arguments that rebuild this network, with "name": "unet"."""

@@ -1,0 +1,21 @@
+"""Helpers shared by the tests: quick training through the library's own `Trainer`, and small statistics."""
+
+from __future__ import annotations
+
+import torch
+
+import flowdiff as fd
+
+
+def train_briefly(model, path, data: torch.Tensor, labels: torch.Tensor | None = None, steps: int = 3000,
+                  batch_size: int = 256, lr: float = 3e-3, **settings):
+    """Fit `model` with `fd.Trainer` (AdamW, 5% warm-up then cosine, clipping, EMA); return the EMA weights."""
+    settings = {"warmup": max(1, steps // 20), "device": "cpu", "seed": 0, "log_every": max(1, steps // 10),
+                **settings}
+    trainer = fd.Trainer(model, path, data, labels=labels, steps=steps, batch_size=batch_size, lr=lr, **settings)
+    return trainer.fit().sampling_model
+
+
+def energy_distance(x: torch.Tensor, y: torch.Tensor) -> float:
+    """2 E|X - Y| - E|X - X'| - E|Y - Y'| (V-statistic): zero iff the distributions agree."""
+    return float(2 * torch.cdist(x, y).mean() - torch.cdist(x, x).mean() - torch.cdist(y, y).mean())
