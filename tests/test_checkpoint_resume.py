@@ -161,3 +161,16 @@ def test_load_refuses_missing_and_incompatible_run_dirs(tmp_path):
     (tmp_path / "run" / "checkpoints" / "latest.json").unlink()
     with pytest.raises(InvalidInputError, match="no checkpoint"):
         fd.load(tmp_path / "run")
+
+
+def test_diverged_weights_are_never_saved_over_the_last_checkpoint(tmp_path):
+    """A step that makes the weights NaN between two log records: the checkpoint of that step is refused."""
+    trainer = _trainer(tmp_path / "run", log_every=25, checkpoint_every=10)
+    trainer.fit(until=10)
+    with torch.no_grad():
+        next(trainer.model.parameters()).fill_(float("nan"))
+    with pytest.raises(fd.errors.FlowdiffError, match="NaN or inf by step 20"):
+        trainer.fit(until=30)  # the checkpoint at step 20 comes before the log record at step 25
+    assert json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())["step"] == 10
+    run = fd.load(tmp_path / "run")
+    assert all(bool(torch.isfinite(p).all()) for p in run.network.parameters())
