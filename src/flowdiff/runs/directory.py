@@ -1,0 +1,156 @@
+"""`RunDirectory`: the hook that records a training run in a folder and resumes it from there.
+
+Attached to a `Trainer`, it writes config.json when a run starts, a metrics.jsonl line per log
+record, a checkpoint every `checkpoint_every` steps and one when `fit` ends. With `resume` it
+checks that the stored run was trained with the same settings, restores the latest checkpoint
+(weights, EMA, optimizer, generators, step) and drops metric lines logged after it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from flowdiff._version import __version__
+from flowdiff.atomic import write_json, write_text
+from flowdiff.data.info import DataInfo
+from flowdiff.errors import FlowdiffError, IncompatibleError, InvalidInputError
+from flowdiff.learning.training.hooks import Hook
+from flowdiff.runs.checkpoints import (
+    latest_checkpoint,
+    load_weights,
+    read_training_state,
+    save_checkpoint,
+)
+from flowdiff.runs.layout import CONFIG_FILE, EMA_WEIGHTS, METRICS_FILE, MODEL_WEIGHTS, clear_run, is_run, read_config
+
+
+class RunExistsError(InvalidInputError):
+    """The folder already holds a run (or other files) and neither resuming nor replacing was asked for."""
+
+
+class RunDirectory(Hook):
+    """Record a training run in `out`; `resume` continues the run there, `force` replaces it.
+
+    `data_info` describes the training data for `load` (by default: its kind and shape).
+    """
+
+    def __init__(self, out: str | Path, data_info: DataInfo | None = None, resume: bool = False,
+                 force: bool = False) -> None:
+        if resume and force:
+            raise InvalidInputError("resume continues a run and force replaces it; ask for one of them")
+        self.out, self.data_info, self.resume, self.force = Path(out), data_info, resume, force
+        self._until = 0
+
+    def config(self, trainer) -> dict:
+        """The full configuration recorded as config.json."""
+        info = self.data_info or DataInfo(
+            kind="vectors" if trainer.data.x.ndim == 2 else "images",
+            shape=tuple(trainer.data.x.shape[1:]),
+            num_classes=getattr(trainer.model, "num_classes", None) if trainer.data.labelled else None,
+            size=len(trainer.data),
+        )
+        described = trainer.describe()
+        return json.loads(json.dumps({"flowdiff_version": __version__, **described, "data": info.to_dict()}))
+
+    def attach(self, trainer) -> None:
+        """Create the run directory, or check it and restore the latest checkpoint when resuming."""
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise InvalidInputError(f"{out} is a file; choose a directory for the run")
+        if self.resume:
+            self._resume(trainer)
+            return
+        if out.is_dir() and any(out.iterdir()):
+            if not is_run(out):
+                raise RunExistsError(f"{out} exists and is not an empty or flowdiff run directory; choose "
+                                     "another directory")
+            if not self.force:
+                raise RunExistsError(f"run directory {out} already exists; continue it (resume), replace it "
+                                     "(force), or choose another directory")
+            clear_run(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / CONFIG_FILE, self.config(trainer))
+
+    def _resume(self, trainer) -> None:
+        if not is_run(self.out):
+            raise InvalidInputError(f"cannot resume: {self.out} has no {CONFIG_FILE} (no run to continue)")
+        check_compatible(self.out, read_config(self.out), self.config(trainer))
+        latest = latest_checkpoint(self.out)
+        if latest is not None:
+            restore(trainer, latest)
+        trainer.history = self._truncate_metrics(trainer.step)
+
+    def _truncate_metrics(self, step: int) -> list[dict]:
+        """Drop metric lines logged after the checkpoint we resume from (they will be logged again)."""
+        file = self.out / METRICS_FILE
+        if not file.is_file():
+            return []
+        kept = []
+        for line in file.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and int(record.get("step", 0)) <= step:
+                kept.append(record)
+        write_text(file, "".join(json.dumps(r) + "\n" for r in kept))
+        return kept
+
+    def on_start(self, trainer, until: int) -> None:
+        self._until = until
+
+    def on_log(self, trainer, record: dict) -> None:
+        with open(self.out / METRICS_FILE, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def on_step(self, trainer) -> None:
+        if trainer.step % trainer.config.checkpoint_every == 0 and trainer.step < self._until:
+            self.save(trainer)
+
+    def on_end(self, trainer, error: BaseException | None) -> None:
+        if error is None:
+            self.save(trainer)
+
+    def save(self, trainer) -> Path:
+        """Write a checkpoint of the trainer's current step (atomically); non-finite weights are refused."""
+        state = trainer.state
+        if not all(bool(torch.isfinite(p).all()) for p in state.model.parameters()):
+            latest = latest_checkpoint(self.out)
+            kept = f"the last checkpoint ({latest.name}) is kept" if latest else "no checkpoint was written"
+            raise FlowdiffError(f"the weights became NaN or inf by step {state.step}; they were not saved and "
+                                f"{kept}; lower the learning rate (lr={trainer.config.lr}) or keep clipping on")
+        return save_checkpoint(self.out, state.step, state.model, state.ema.module if state.ema else None,
+                               state.state_dict())
+
+
+def restore(trainer, checkpoint: Path) -> None:
+    """Load a checkpoint's weights, EMA weights and training state into the trainer."""
+    state = trainer.state
+    load_weights(state.model, checkpoint / MODEL_WEIGHTS, device=trainer.device)
+    if state.ema is not None:
+        ema_file = checkpoint / EMA_WEIGHTS
+        if not ema_file.is_file():
+            raise InvalidInputError(f"checkpoint {checkpoint} has no {EMA_WEIGHTS} to resume the EMA")
+        load_weights(state.ema.module, ema_file, device=trainer.device)
+    state.load_state_dict(read_training_state(checkpoint))
+
+
+def check_compatible(out: Path, stored: dict, current: dict) -> None:
+    """Refuse to resume a run whose network, path, data or result-changing settings differ."""
+    from flowdiff.learning.training.config import NOT_RESULT_FIELDS
+
+    problems = [f"{key} {stored.get(key)} vs now {current[key]}" for key in ("model", "path")
+                if stored.get(key) != current[key]]
+    old, new = stored.get("training", {}), current["training"]
+    problems += [f"{key} {old.get(key)!r} vs now {value!r}" for key, value in new.items()
+                 if key not in NOT_RESULT_FIELDS and old.get(key) != value]
+    old, new = stored.get("resolved", {}), current["resolved"]
+    problems += [f"{key} {old.get(key)!r} vs now {new[key]!r}" for key in ("loss", "coupling", "conditional",
+                                                                          "data_checksum")
+                 if old.get(key) != new[key]]
+    if problems:
+        raise IncompatibleError(f"cannot resume {out}: it was trained with different settings: "
+                                + "; ".join(problems))

@@ -1,0 +1,91 @@
+"""`load`: a trained run back from its directory, as a velocity field ready to sample."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from flowdiff.data.info import DataInfo
+from flowdiff.errors import InvalidInputError
+from flowdiff.learning.devices import pick_device
+from flowdiff.paths.gaussian_path import GaussianPath
+from flowdiff.runs.checkpoints import latest_checkpoint, load_weights
+from flowdiff.runs.layout import CHECKPOINTS_DIR, EMA_WEIGHTS, LATEST_FILE, MODEL_WEIGHTS, read_config
+
+
+@dataclass
+class Run:
+    """A trained run loaded from its directory: `model` predicts the velocity u_t(x) with EMA weights."""
+
+    model: nn.Module
+    path: GaussianPath
+    config: dict
+    data_info: DataInfo
+    directory: Path
+    step: int
+    network: nn.Module = field(repr=False, default=None)
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of labels the model was conditioned on (None when unconditional)."""
+        return self.data_info.num_classes
+
+    @property
+    def device(self) -> torch.device:
+        """The device the network was loaded on."""
+        return next(self.network.parameters()).device
+
+    def sample(self, n: int | None = None, unstandardize: bool = True, **kwargs) -> torch.Tensor:
+        """Draw samples with `flowdiff.sample`, mapped back to the data's units."""
+        from flowdiff.learning.sampling import sample
+
+        if kwargs.get("return_trajectory"):
+            raise InvalidInputError("Run.sample returns samples; for trajectories call "
+                                    "flowdiff.sample(run.model, ...)")
+        out = sample(self.model, self.path, n=n, **kwargs)
+        return self.data_info.unstandardize(out) if unstandardize else out
+
+
+def build_from_config(config: dict) -> tuple[nn.Module, GaussianPath]:
+    """The (untrained) network and the probability path that a config.json describes."""
+    from flowdiff.learning.models import build_model
+
+    try:
+        model = build_model(dict(config["model"]))
+        path = GaussianPath(**dict(config["path"]))
+    except (TypeError, KeyError, ValueError) as error:
+        raise InvalidInputError(f"the configuration cannot be rebuilt: {error}") from None
+    return model, path
+
+
+def load(run_dir: str | Path, device: str | torch.device | None = None, weights: str = "ema") -> Run:
+    """Load a trained run: its network (EMA weights, eval mode, predicting the velocity), path and config.
+
+    `weights="model"` takes the raw (non-averaged) weights instead of the EMA ones.
+    """
+    from flowdiff.learning.predictions import as_velocity
+
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise InvalidInputError(f"{run_dir} has no checkpoint yet ({CHECKPOINTS_DIR}/{LATEST_FILE} is "
+                                "missing)")
+    if weights not in ("ema", "model"):
+        raise InvalidInputError(f"weights must be 'ema' or 'model', got {weights!r}")
+    network, path = build_from_config(config)
+    file = checkpoint / EMA_WEIGHTS
+    if weights == "model" or not file.is_file():
+        file = checkpoint / MODEL_WEIGHTS
+    load_weights(network, file)
+    network = network.to(pick_device(device if device is not None else "cpu")).eval().requires_grad_(False)
+    model = as_velocity(network, path, config.get("prediction", "velocity"))
+    if isinstance(model, nn.Module):
+        model.eval()
+    step = json.loads((run_dir / CHECKPOINTS_DIR / LATEST_FILE).read_text())["step"]
+    return Run(model=model, path=path, config=config, data_info=DataInfo.from_dict(config["data"]),
+               directory=run_dir, step=int(step), network=network)
