@@ -186,7 +186,8 @@ def test_stochastic_heun_refuses_state_dependent_noise_without_evaluating_it():
         return x
 
     x0, ts = torch.ones(4, 1), fd.grids.uniform(0.0, 1.0, 8)
-    with pytest.raises(fd.errors.IncompatibleError, match="Stratonovich solution when sigma depends on x") as e:
+    refused = "Stratonovich solution when sigma depends on x"
+    with pytest.raises(fd.errors.IncompatibleError, match=refused) as e:
         fd.simulate(SDE(drift, diffusion), x0, ts, "stochastic_heun")
     assert "euler_maruyama" in str(e.value) and "additive=True" in str(e.value)
     assert calls == []
@@ -211,7 +212,8 @@ def test_declaring_additive_noise():
     assert SDE(drift, TimeOnly()).additive is True
     assert SDE(drift, TimeOnly(), additive=False).additive is False  # the keyword wins
     assert "additive=True" in repr(SDE(drift, TimeOnly()))
-    for process in [fd.BrownianMotion(1.0), fd.OrnsteinUhlenbeck(0.5, 1.0), fd.Langevin(fd.Gaussian([0.0]), 1.0)]:
+    processes = [fd.BrownianMotion(1.0), fd.OrnsteinUhlenbeck(0.5, 1.0), fd.Langevin(fd.Gaussian([0.0]), 1.0)]
+    for process in processes:
         assert process.additive is True
         fd.get_solver("stochastic_heun").check(process)
     with pytest.raises(fd.errors.InvalidInputError, match="constant diffusion coefficient"):
@@ -244,7 +246,8 @@ def test_stochastic_heun_on_multiplicative_noise_would_converge_to_stratonovich(
 def test_stochastic_heun_averages_a_time_dependent_noise_coefficient(steps):
     # dX = t dW from 0: Var X_1 = int_0^1 t^2 dt = 1/3. Heun's noise coefficient is the trapezoid average
     # (t_k + t_k+1)/2, so its chain has Var = h^3 sum_k (k + 1/2)^2 = 1/3 - h^2/12 (error O(h^2)); the
-    # left point t_k of Euler–Maruyama gives h^3 sum_k k^2 = 1/3 - h/2 + h^2/6 (error O(h)). Exact, not sampled.
+    # left point t_k of Euler–Maruyama gives h^3 sum_k k^2 = 1/3 - h/2 + h^2/6 (error O(h)).
+    # Exact moments of the linear chains, not sampled.
     sde = SDE(lambda x, t: torch.zeros_like(x), lambda x, t: t, additive=True)
     h = 1.0 / steps
     mean, second = euler_maruyama_moments(sde, 0.0, steps, "stochastic_heun")

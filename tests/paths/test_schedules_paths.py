@@ -108,19 +108,100 @@ def test_conversions_between_all_predictions(schedule):
         )
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES, ids=IDS)
-@pytest.mark.parametrize("t", [0.0, 1.0])
-def test_conversions_are_finite_at_the_ends(schedule, t):
-    path = fd.GaussianPath(schedule)
+def test_conversions_are_exact_where_alpha_t_is_tiny():
+    # Polynomial(3.5) has alpha_t < 1e-4 for t < 0.072: a clamp of the divisor at 1e-4 gave 10% errors
+    # there. Float64 algebra: x = alpha z + beta eps loses about one ulp of |x|, which a division by
+    # alpha_t turns into an error of eps |x| / alpha_t; 16 such errors bound every conversion.
+    path = fd.GaussianPath(Polynomial(3.5))
+    g = torch.Generator().manual_seed(5)
+    z, eps = (torch.randn(64, 2, generator=g, dtype=torch.float64) for _ in range(2))
+    alpha = torch.logspace(-9, -4, 64, dtype=torch.float64)
+    t = alpha ** (1 / 3.5)
+    truth, x = _truth(path, z, eps, t)
+    bound = 16 * torch.finfo(torch.float64).eps * (1 + x.abs()) / alpha[:, None]
+    for source, target in itertools.product(PREDICTIONS, PREDICTIONS):
+        error = (path.convert(truth[source], x, t, source, target) - truth[target]).abs()
+        assert bool((error <= bound).all()), f"{source}->{target}: {float((error / bound).max())}"
+    # A round trip through every kind comes back to the velocity it started from.
+    value = truth["velocity"]
+    for source, target in [("velocity", "score"), ("score", "x1"), ("x1", "noise"), ("noise", "velocity")]:
+        value = path.convert(value, x, t, source, target)
+    torch.testing.assert_close(value, truth["velocity"], rtol=1e-12, atol=1e-12)
+
+
+def test_conversions_are_exact_where_beta_t_is_tiny():
+    # The mirror image near the data end: beta_t = 1 - t down to 1e-12 (Linear), divided by in
+    # x1 -> noise and -> score; the error bound is eps |x| / beta_t as above.
+    path = fd.GaussianPath(Linear())
+    g = torch.Generator().manual_seed(6)
+    z, eps = (torch.randn(32, 2, generator=g, dtype=torch.float64) for _ in range(2))
+    beta = torch.logspace(-12, -5, 32, dtype=torch.float64)
+    t = 1 - beta
+    truth, x = _truth(path, z, eps, t)
+    beta = path.values(t, x).beta  # 1 - (1 - beta) as float64 rounds it
+    # The score -eps / beta_t divides once more: its bound is the noise's divided by beta_t.
+    bound = 16 * torch.finfo(torch.float64).eps * (1 + x.abs()) / beta
+    for source, target in itertools.product(PREDICTIONS, PREDICTIONS):
+        error = (path.convert(truth[source], x, t, source, target) - truth[target]).abs()
+        scaled = error / (bound / beta if target == "score" else bound)
+        assert bool((scaled <= 1).all()), f"{source}->{target}: {float(scaled.max())}"
+
+
+def test_conversions_at_the_singular_ends_take_the_minimum_norm_solution():
+    # Where alpha_t = 0 (t = 0) the data point is undetermined, where beta_t = 0 (t = 1) the noise is:
+    # the conversions set that unknown to 0 and keep what x and the prediction determine.
     g = torch.Generator().manual_seed(4)
     x, value = torch.randn(16, 2, generator=g), torch.randn(16, 2, generator=g)
-    for source, target in itertools.product(PREDICTIONS, PREDICTIONS):
-        out = path.convert(value, x, torch.tensor(t), source, target)
-        assert torch.isfinite(out).all(), f"{source}->{target} at t={t}"
+    zero = torch.zeros_like(x)
+    linear = fd.GaussianPath(Linear())
+    t0, t1 = torch.tensor(0.0), torch.tensor(1.0)
+    # t = 0, Linear: x = eps; z undetermined by a noise or score prediction, determined by a velocity.
+    torch.testing.assert_close(linear.convert(value, x, t0, "noise", "x1"), zero)
+    torch.testing.assert_close(linear.convert(value, x, t0, "noise", "velocity"), -value)  # 0 - eps
+    torch.testing.assert_close(linear.convert(value, x, t0, "score", "x1"), zero)
+    torch.testing.assert_close(linear.convert(value, x, t0, "score", "noise"), -value)  # eps = -beta s
+    torch.testing.assert_close(linear.convert(value, x, t0, "velocity", "x1"), x + value)  # v = z - x
+    torch.testing.assert_close(linear.convert(value, x, t0, "x1", "noise"), x)
+    torch.testing.assert_close(linear.convert(value, x, t0, "x1", "score"), -x)
+    # t = 1, Linear: x = z; eps undetermined by a data prediction.
+    torch.testing.assert_close(linear.convert(value, x, t1, "x1", "noise"), zero)
+    torch.testing.assert_close(linear.convert(value, x, t1, "x1", "velocity"), value)  # d_alpha z + 0
+    torch.testing.assert_close(linear.convert(value, x, t1, "x1", "score"), zero)
+    torch.testing.assert_close(linear.convert(value, x, t1, "noise", "x1"), x)
+    torch.testing.assert_close(linear.convert(value, x, t1, "noise", "score"), zero)
+    torch.testing.assert_close(linear.convert(value, x, t1, "velocity", "noise"), x - value)  # v = z - eps
+    # Polynomial(2) at t = 0: d_alpha = d_beta = 0, so v = 0 whatever (z, eps) are and the determinant
+    # alpha d_beta - beta d_alpha vanishes; x = eps still fixes the noise, z is undetermined.
+    poly = fd.GaussianPath(Polynomial(2.0))
+    torch.testing.assert_close(poly.convert(value, x, t0, "velocity", "noise"), x)
+    torch.testing.assert_close(poly.convert(value, x, t0, "velocity", "x1"), zero)
+    torch.testing.assert_close(poly.convert(value, x, t0, "velocity", "score"), -x)
+    # Conditional fields at the ends: u_0(x|z) = z - x and grad log p_0(x|z) = -x; at t = 1 the noise
+    # (x - z) / beta is undetermined: u_1(x|z) = d_alpha z, score 0.
     z = torch.randn(16, 2, generator=g)
-    assert torch.isfinite(path.conditional_velocity(x, z, torch.tensor(t))).all()
-    assert torch.isfinite(path.conditional_score(x, z, torch.tensor(t))).all()
-    assert torch.isfinite(path.sample(z, torch.full((16,), t), generator=g).velocity).all()
+    torch.testing.assert_close(linear.conditional_velocity(x, z, t0), z - x)
+    torch.testing.assert_close(linear.conditional_score(x, z, t0), -x)
+    torch.testing.assert_close(linear.conditional_velocity(x, z, t1), z)
+    torch.testing.assert_close(linear.conditional_score(x, z, t1), zero)
+    torch.testing.assert_close(poly.conditional_velocity(x, z, t1), 2 * z)
+    for schedule in SCHEDULES:  # every conversion at both ends: finite, in float32 too
+        path = fd.GaussianPath(schedule)
+        for t, (source, target) in itertools.product([t0, t1], itertools.product(PREDICTIONS, PREDICTIONS)):
+            out = path.convert(value, x, t, source, target)
+            assert torch.isfinite(out).all(), (schedule, t, source, target)
+
+
+def test_polynomial_exponent_below_one_is_refused():
+    for n in [0.5, 0.0, -1.0, float("nan"), float("inf"), True, "2"]:
+        with pytest.raises(InvalidInputError, match="finite number >= 1"):
+            Polynomial(n)
+    t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    one, linear = Polynomial(1)(t), Linear()(t)
+    for name in ("alpha", "beta", "d_alpha", "d_beta"):
+        torch.testing.assert_close(getattr(one, name), getattr(linear, name), rtol=0, atol=0)
+    s = Polynomial(3.5)(t)
+    torch.testing.assert_close(s.d_alpha, 3.5 * t**2.5, rtol=0, atol=0)
+    assert float(s.d_alpha[0]) == 0.0 and float(s.alpha[0]) == 0.0
 
 
 def test_schedule_registry_and_errors():
