@@ -41,7 +41,8 @@ class MarginalTerms:
 
 def _flat_times(t, batch: int) -> torch.Tensor:
     """Times as shape (1,) (one time for the whole batch) or (batch,), float64 on the CPU."""
-    t = torch.as_tensor(t).to(device="cpu", dtype=torch.float64)
+    t = torch.as_tensor(t, dtype=None if isinstance(t, torch.Tensor) else torch.float64)  # 0.4, not 0.4f
+    t = t.to(device="cpu", dtype=torch.float64)
     if t.numel() == 1:
         return t.reshape(1)
     t = t.reshape(-1)
