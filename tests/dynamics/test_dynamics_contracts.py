@@ -114,6 +114,7 @@ def test_documented_defaults():
     s = torch.linspace(0.0, 1.0, 101, dtype=F64)
     torch.testing.assert_close(grids.shifted(), (s / (s + 3.0 * (1 - s))).float(), rtol=0, atol=0)
     assert grids.rho().shape == (101,) and grids.rho()[-2] == torch.tensor(1 - 1e-3, dtype=torch.float32)
+    assert float(grids.rho()[-1]) == 1.0
     i = torch.linspace(0.0, 1.0, 19, dtype=F64)
     a, b = 80.0 ** (1 / 7), 0.002 ** (1 / 7)
     torch.testing.assert_close(grids.karras(), ((a + i * (b - a)) ** 7).float(), rtol=0, atol=0)
@@ -221,6 +222,11 @@ def test_grids_at_the_edges_of_their_branches():
     expected = 1 - (a + i * (b - a)) ** 7
     torch.testing.assert_close(grids.rho(0.0, 0.75, 4, min_remaining=0.25, dtype=F64), expected,
                                rtol=1e-15, atol=1e-15)
+    # ... from t0 = 0.5, the remaining time 1 - t is spaced linearly in its 1/rho power ...
+    i = torch.linspace(0, 1, 4, dtype=F64)
+    a, b = 0.5 ** (1 / 3), 0.25 ** (1 / 3)
+    torch.testing.assert_close(grids.rho(0.5, 0.75, 3, rho=3.0, min_remaining=0.1, dtype=F64),
+                               1 - (a + i * (b - a)) ** 3, rtol=1e-15, atol=1e-15)
     # ... and two steps to t = 1 are one spaced step to 1 - min_remaining and the last one.
     torch.testing.assert_close(grids.rho(0.0, 1.0, 2, dtype=F64),
                                torch.tensor([0.0, 1 - 1e-3, 1.0], dtype=F64), rtol=1e-15, atol=1e-15)

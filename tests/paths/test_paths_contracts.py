@@ -16,7 +16,13 @@ from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.paths import couplings
 from flowdiff.paths.couplings import MinibatchOT, get_coupling
 from flowdiff.paths.gaussian_path import _divide, expand_time
-from flowdiff.paths.marginals import _beta_d_beta, marginal_log_prob, marginal_velocity
+from flowdiff.paths.marginals import (
+    _beta_d_beta,
+    marginal_log_prob,
+    marginal_terms,
+    marginal_velocity,
+    predict_from_terms,
+)
 from flowdiff.paths.schedules import VP, Polynomial, Schedule, ScheduleValues, get_schedule
 
 F64 = torch.float64
@@ -55,6 +61,11 @@ def test_error_messages():
     with raises_exactly(InvalidInputError, f"unknown prediction 'eps'; choose one of {predictions}"):
         fd.MarginalField(path, mixture, prediction="eps")
     bad_labels = "labels must give a class >= 0 for each of the 2 components, got [0]"
+    terms = marginal_terms(path, mixture, torch.zeros(2, 2), 0.5)
+    with raises_exactly(InvalidInputError, f"unknown prediction 'eps'; choose one of {predictions}"):
+        predict_from_terms(terms, torch.full((2, 2), 0.5, dtype=F64), "eps")
+    with raises_exactly(InvalidInputError, "covariances must broadcast to (2, 2, 2), got (5, 7)"):
+        fd.GaussianMixture([[0.0, 0.0], [1.0, 1.0]], torch.ones(5, 7))
     with raises_exactly(InvalidInputError, bad_labels):
         fd.MarginalField(path, mixture, labels=[0])
     unlabelled = "labels y were given to a MarginalField built without component labels"
@@ -109,16 +120,16 @@ class Proportional(Schedule):
 
     def __call__(self, t):
         one = torch.ones_like(torch.as_tensor(t))
-        return ScheduleValues(alpha=0.5 * one, beta=0.25 * one, d_alpha=one, d_beta=0.5 * one)
+        return ScheduleValues(alpha=0.5 * one, beta=0.25 * one, d_alpha=1.5 * one, d_beta=0.75 * one)
 
 
 def test_a_singular_velocity_conversion_is_the_pseudo_inverse():
-    # [[alpha, beta], [d_alpha, d_beta]] = [[0.5, 0.25], [1, 0.5]] has determinant 0 and rank 1: the
+    # [[alpha, beta], [d_alpha, d_beta]] = [[0.5, 0.25], [1.5, 0.75]] has determinant 0 and rank 1: the
     # conversion gives the Moore–Penrose solution (z, eps) = A^+ (x, v).
     path = fd.GaussianPath(Proportional())
     x = torch.tensor([[1.0, -2.0]], dtype=F64)
     v = torch.tensor([[3.0, 0.5]], dtype=F64)
-    pinv = torch.linalg.pinv(torch.tensor([[0.5, 0.25], [1.0, 0.5]], dtype=F64))
+    pinv = torch.linalg.pinv(torch.tensor([[0.5, 0.25], [1.5, 0.75]], dtype=F64))
     solution = pinv @ torch.stack([x[0], v[0]])  # rows: z, eps
     for target, expected in [("x1", solution[:1]), ("noise", solution[1:])]:
         converted = path.convert(v, x, 0.5, "velocity", target)
@@ -163,6 +174,10 @@ def test_marginals_are_float64_inside_and_in_the_dtype_of_x_outside():
     assert marginal_log_prob(path, mixture, x32, t).dtype == torch.float32
     assert marginal_velocity(path, mixture, x32, t).dtype == torch.float32
     assert fd.MarginalField(path, mixture)(x32, t).dtype == torch.float32
+    # A float32 time is taken exactly (as the float64 number it is), and computed with in float64.
+    t32 = torch.tensor(t)
+    torch.testing.assert_close(marginal_log_prob(path, mixture, x, t32),
+                               marginal_log_prob(path, mixture, x, t32.double()), rtol=1e-15, atol=1e-15)
 
 
 def test_sinkhorn_plan_is_the_plan_of_the_cost_scaled_to_maximum_one():
@@ -198,9 +213,12 @@ def test_exact_assignment_without_its_fallback_and_the_fallback_alone(monkeypatc
         assert np.array_equal(couplings._optimal_assignment(cost), optimal)
     import ot
 
-    with monkeypatch.context() as patch:  # a plan that is not a permutation: the fallback answers
-        patch.setattr(ot, "emd", lambda a, b, cost, numItermax: np.full(cost.shape, 1 / cost.size))
-        assert np.array_equal(couplings._optimal_assignment(cost), optimal)
+    assert not np.array_equal(optimal, np.arange(7))
+    for wrong in [np.full((7, 7), 1 / 49), np.eye(7) / 49]:  # not a plan of a permutation with mass 1/n
+        with monkeypatch.context() as patch:  # the fallback answers
+            patch.setattr(ot, "emd", lambda a, b, cost, numItermax, plan=wrong: plan)
+            partner = couplings._optimal_assignment(cost)
+        assert np.array_equal(partner, optimal) and partner.dtype == np.int64
 
 
 def test_small_groups_and_two_points():
@@ -212,6 +230,21 @@ def test_small_groups_and_two_points():
     y = torch.tensor([0, 1, 1])
     paired = MinibatchOT()(torch.tensor([[0.0], [5.0], [-5.0]]), torch.tensor([[1.0], [-4.0], [6.0]]), y=y)
     same(paired.x0, torch.tensor([[0.0], [-5.0], [5.0]]))
+
+
+def test_uniforms_are_float64_draws_of_the_generator():
+    np.testing.assert_array_equal(couplings._uniforms(5, gen(3)),
+                                  torch.rand(5, generator=gen(3), dtype=F64).numpy())
+
+
+def test_without_replacement_at_the_float_edge_of_the_inverse_cdf(monkeypatch):
+    # u * total can round up to the column's total mass: the search then lands past the last noise point
+    # with mass, and steps back to the nearest free one. Data points visited in order 0, 1, 2.
+    top = np.nextafter(1.0, 0.0)
+    monkeypatch.setattr(couplings, "_uniforms", lambda m, generator: np.full(m, top))
+    monkeypatch.setattr(torch, "randperm", lambda m, generator=None, device=None: torch.arange(m))
+    plan = np.array([[0.0, 0.5, 1.0], [0.0, 0.5, 0.0], [1.0, 0.0, 0.0]])  # plan[i, j]
+    assert list(couplings._draw_without_replacement(plan, None)) == [2, 1, 0]
 
 
 def test_draws_from_a_plan():

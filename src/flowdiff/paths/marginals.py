@@ -109,7 +109,9 @@ def predict_from_terms(terms: MarginalTerms, posterior: torch.Tensor, prediction
     x1 = torch.einsum("bk,bki->bi", posterior, terms.x1)
     if prediction == "x1":
         return x1
-    return s.d_alpha * x1 + terms.beta_d_beta * solved  # d_beta E[eps|x] = d_beta beta_t sum_k p(k|x) r_k
+    if prediction == "velocity":  # d_beta E[eps|x] = d_beta beta_t sum_k p(k|x) r_k
+        return s.d_alpha * x1 + terms.beta_d_beta * solved
+    raise InvalidInputError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
 
 
 def _marginal(path, mixture, x, t, prediction: str) -> torch.Tensor:
