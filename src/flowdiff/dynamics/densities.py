@@ -14,8 +14,12 @@ from flowdiff.errors import InvalidInputError
 
 
 def _floating(value, dtype=None) -> torch.Tensor:
-    """A floating tensor keeping the precision of a floating input (else `dtype` or the default)."""
-    value = torch.as_tensor(value)
+    """A floating tensor keeping the precision of a floating input (else `dtype` or the default).
+
+    Numbers and lists are converted straight to `dtype` (0.1 in float64 is not 0.1 in float32).
+    """
+    if not isinstance(value, torch.Tensor):
+        value = torch.as_tensor(value, dtype=dtype)
     if value.is_floating_point() and dtype is None:
         return value
     return value.to(dtype or torch.get_default_dtype())

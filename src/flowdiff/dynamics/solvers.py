@@ -218,12 +218,28 @@ class EulerMaruyama(SDESolver):
 
 
 class StochasticHeun(SDESolver):
-    """Stochastic Heun (predictor–corrector trapezoid) for additive noise: strong order 1."""
+    """Stochastic Heun (predictor–corrector trapezoid) for additive noise: strong order 1.
+
+    With state-dependent noise sigma(x, t) the trapezoid rule converges to the *Stratonovich*
+    solution, not the Itô one that Euler–Maruyama and the rest of flowdiff mean (on geometric
+    Brownian motion dX = X dW it gives E[X_1] = e^{1/2} instead of 1), so `check` refuses an
+    SDE whose noise is not declared additive.
+    """
 
     name = "stochastic_heun"
     order = 1.0
     weak_order = 1.0
     stages = 2
+
+    def check(self, equation) -> None:
+        """Refuse ODEs and SDEs with noise that may depend on the state."""
+        super().check(equation)
+        if not equation.additive:
+            raise IncompatibleError(
+                "stochastic Heun converges to the Stratonovich solution when sigma depends on x, "
+                "not to the Itô solution of this SDE; use euler_maruyama, or, if sigma(x, t) "
+                "depends on t only, declare it with SDE(drift, diffusion, additive=True)"
+            )
 
     def step(self, equation, x, t, dt, dw):
         drift, diffusion = equation.drift, equation.diffusion

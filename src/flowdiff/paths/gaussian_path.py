@@ -43,9 +43,18 @@ class PathSample:
 class GaussianPath:
     """The Gaussian conditional path x_t = alpha_t z + beta_t eps, eps ~ p_init = N(0, I).
 
-    Conversions divide by alpha_t, beta_t or the determinant alpha d_beta - beta d_alpha;
-    each divisor is clamped away from zero at `min_scale` (in absolute value, keeping its
-    sign), so values stay finite at t = 0 and t = 1 instead of becoming inf/NaN.
+    The conversions solve the two linear equations x = alpha_t z + beta_t eps and the
+    prediction's own (e.g. v = d_alpha z + d_beta eps) for (z, eps), exactly wherever the
+    divisor (alpha_t, beta_t or the determinant alpha d_beta - beta d_alpha) is a normal
+    floating-point number. Where it vanishes (alpha_0 = 0 at t = 0, beta_1 = 0 at t = 1) the
+    equations leave one unknown undetermined, and the conversions take the minimum-norm
+    (Moore–Penrose) solution: the undetermined part is 0, so values stay finite at the ends.
+    That 0 is the exact limit for a perfect model only when E[z] = 0 (at t = 0) or
+    E[eps | x_1] = 0 (at t = 1); near the ends predictions are amplified by 1 / alpha_t or
+    1 / beta_t, so samplers should stop short of a singular end.
+
+    `min_scale` is the smallest beta_t by which the score-matching loss divides (its
+    `weighting="uniform"`); the conversions do not use it.
     """
 
     def __init__(self, schedule: Schedule | str = "linear", min_scale: float = 1e-4) -> None:
@@ -89,31 +98,36 @@ class GaussianPath:
             noise=noise,
         )
 
-    def _safe(self, v: torch.Tensor) -> torch.Tensor:
-        sign = torch.where(v < 0, -torch.ones_like(v), torch.ones_like(v))
-        return sign * v.abs().clamp_min(self.min_scale)
-
     def conditional_velocity(self, x: torch.Tensor, z: torch.Tensor, t) -> torch.Tensor:
-        """u_t(x|z) = (d_alpha - d_beta alpha / beta) z + (d_beta / beta) x."""
+        """u_t(x|z) = d_alpha z + d_beta eps, eps = (x - alpha_t z) / beta_t (eps = 0 where beta_t = 0)."""
         s = self.values(t, x)
-        ratio = s.d_beta / self._safe(s.beta)
-        return (s.d_alpha - ratio * s.alpha) * z + ratio * x
+        return s.d_alpha * z + s.d_beta * _divide(x - s.alpha * z, s.beta)
 
     def conditional_score(self, x: torch.Tensor, z: torch.Tensor, t) -> torch.Tensor:
-        """grad log p_t(x|z) = -(x - alpha_t z) / beta_t^2."""
+        """grad log p_t(x|z) = -(x - alpha_t z) / beta_t^2 (0 where beta_t = 0)."""
         s = self.values(t, x)
-        return -(x - s.alpha * z) / self._safe(s.beta) ** 2
+        return -_divide(_divide(x - s.alpha * z, s.beta), s.beta)
 
     def _to_x1_noise(self, value, x, s: ScheduleValues, source: str):
+        """(z, eps) from x = alpha z + beta eps and the prediction `value` of kind `source`."""
         if source == "x1":
-            return value, (x - s.alpha * value) / self._safe(s.beta)
+            return value, _divide(x - s.alpha * value, s.beta)
         if source == "noise":
-            return (x - s.beta * value) / self._safe(s.alpha), value
+            return _divide(x - s.beta * value, s.alpha), value
         if source == "score":
             noise = -s.beta * value
-            return (x - s.beta * noise) / self._safe(s.alpha), noise
-        det = self._safe(s.alpha * s.d_beta - s.beta * s.d_alpha)
-        return (s.d_beta * x - s.beta * value) / det, (s.alpha * value - s.d_alpha * x) / det
+            return _divide(x - s.beta * noise, s.alpha), noise
+        # velocity: [[alpha, beta], [d_alpha, d_beta]] (z, eps) = (x, v); where the determinant
+        # vanishes the matrix has rank 1 and its pseudo-inverse is its transpose / |A|_F^2.
+        det = s.alpha * s.d_beta - s.beta * s.d_alpha
+        invertible = _invertible(det)
+        safe_det = torch.where(invertible, det, torch.ones_like(det))
+        z = (s.d_beta * x - s.beta * value) / safe_det
+        noise = (s.alpha * value - s.d_alpha * x) / safe_det
+        frobenius = s.alpha**2 + s.beta**2 + s.d_alpha**2 + s.d_beta**2
+        z_min_norm = (s.alpha * x + s.d_alpha * value) / frobenius
+        noise_min_norm = (s.beta * x + s.d_beta * value) / frobenius
+        return torch.where(invertible, z, z_min_norm), torch.where(invertible, noise, noise_min_norm)
 
     def convert(
         self, value: torch.Tensor, x: torch.Tensor, t, source: str, target: str
@@ -134,5 +148,17 @@ class GaussianPath:
         if target == "noise":
             return noise
         if target == "score":
-            return -noise / self._safe(s.beta)
+            return -_divide(noise, s.beta)
         return s.d_alpha * x1 + s.d_beta * noise
+
+
+def _invertible(divisor: torch.Tensor) -> torch.Tensor:
+    """Where |divisor| is a normal number of its dtype (not 0, not subnormal): dividing is exact there."""
+    return divisor.abs() >= torch.finfo(divisor.dtype).tiny
+
+
+def _divide(numerator: torch.Tensor, divisor: torch.Tensor) -> torch.Tensor:
+    """numerator / divisor where the divisor is invertible, else 0: the pseudo-inverse of a scalar."""
+    invertible = _invertible(divisor)
+    quotient = numerator / torch.where(invertible, divisor, torch.ones_like(divisor))
+    return torch.where(invertible, quotient, torch.zeros_like(quotient))

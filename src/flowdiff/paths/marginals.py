@@ -41,7 +41,8 @@ class MarginalTerms:
 
 def _flat_times(t, batch: int) -> torch.Tensor:
     """Times as shape (1,) (one time for the whole batch) or (batch,), float64 on the CPU."""
-    t = torch.as_tensor(t).to(device="cpu", dtype=torch.float64)
+    t = torch.as_tensor(t, dtype=None if isinstance(t, torch.Tensor) else torch.float64)  # 0.4, not 0.4f
+    t = t.to(device="cpu", dtype=torch.float64)
     if t.numel() == 1:
         return t.reshape(1)
     t = t.reshape(-1)
@@ -108,7 +109,9 @@ def predict_from_terms(terms: MarginalTerms, posterior: torch.Tensor, prediction
     x1 = torch.einsum("bk,bki->bi", posterior, terms.x1)
     if prediction == "x1":
         return x1
-    return s.d_alpha * x1 + terms.beta_d_beta * solved  # d_beta E[eps|x] = d_beta beta_t sum_k p(k|x) r_k
+    if prediction == "velocity":  # d_beta E[eps|x] = d_beta beta_t sum_k p(k|x) r_k
+        return s.d_alpha * x1 + terms.beta_d_beta * solved
+    raise InvalidInputError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
 
 
 def _marginal(path, mixture, x, t, prediction: str) -> torch.Tensor:

@@ -63,16 +63,18 @@ class Polynomial(Schedule):
     """Polynomial schedule: alpha_t = t^n, beta_t = 1 - t^n (n = 1 is `Linear`)."""
 
     def __init__(self, n: float = 2.0) -> None:
-        if not n > 0:
-            raise InvalidInputError(f"Polynomial exponent n must be > 0, got {n}")
+        if isinstance(n, bool) or not isinstance(n, int | float) or not 1.0 <= n < math.inf:
+            raise InvalidInputError(
+                f"Polynomial exponent n must be a finite number >= 1, got {n!r} "
+                "(for n < 1, d alpha_t / dt = n t^(n-1) is infinite at t = 0)"
+            )
         self.n = float(n)
 
     def __call__(self, t):
         t = torch.as_tensor(t)
         n = self.n
-        tn = t**n
-        d = n * t ** (n - 1) if n != 1 else torch.ones_like(t)
-        return ScheduleValues(alpha=tn, beta=1 - tn, d_alpha=d, d_beta=-d)
+        d = n * t ** (n - 1)  # t^0 = 1 also at t = 0, so n = 1 gives d = 1 everywhere
+        return ScheduleValues(alpha=t**n, beta=1 - t**n, d_alpha=d, d_beta=-d)
 
 
 class VP(Schedule):

@@ -74,15 +74,15 @@ def test_strong_order_one_for_additive_noise(solver):
         assert fd.get_solver(solver).order == 1.0
 
 
-def euler_maruyama_moments(ou, x0: float, steps: int) -> tuple[float, float]:
+def euler_maruyama_moments(ou, x0: float, steps: int, solver: str = "euler_maruyama") -> tuple[float, float]:
     """E[X_N] and E[X_N^2] of the EM chain, exactly: the chain is linear in (x0, noise), so X_N with zero
     noise is its mean, and X_N from x0 = 0 with noise e_j (a unit impulse at step j) is its coefficient c_j:
-    Var X_N = sum_j c_j^2."""
+    Var X_N = sum_j c_j^2. (The same holds for stochastic Heun with a linear drift and additive noise.)"""
     ts = fd.grids.uniform(0.0, 1.0, steps, dtype=torch.float64)
     start = torch.full((1, 1), x0, dtype=torch.float64)
-    mean = fd.simulate(ou, start, ts, "euler_maruyama", noise=torch.zeros(steps, 1, 1, dtype=torch.float64))
+    mean = fd.simulate(ou, start, ts, solver, noise=torch.zeros(steps, 1, 1, dtype=torch.float64))
     impulses = torch.eye(steps, dtype=torch.float64).reshape(steps, steps, 1)  # path j: noise e_j
-    coefficients = fd.simulate(ou, torch.zeros(steps, 1, dtype=torch.float64), ts, "euler_maruyama",
+    coefficients = fd.simulate(ou, torch.zeros(steps, 1, dtype=torch.float64), ts, solver,
                                noise=impulses).final
     m = float(mean.final)
     return m, m**2 + float((coefficients**2).sum())
@@ -152,7 +152,7 @@ def test_zero_diffusion_is_the_ode_method(sde_solver, ode_solver):
 def test_per_dimension_and_time_dependent_diffusion():
     # sigma_t = (0, t): the first coordinate does not move, the second has Var X_1 = int_0^1 t^2 dt = 1/3.
     n = 20000
-    sde = SDE(lambda x, t: torch.zeros_like(x), lambda x, t: torch.stack([0 * t, t]))
+    sde = SDE(lambda x, t: torch.zeros_like(x), lambda x, t: torch.stack([0 * t, t]), additive=True)
     x0, ts = torch.zeros(n, 2, dtype=torch.float64), fd.grids.uniform(0.0, 1.0, 200, dtype=torch.float64)
     for solver in ["euler_maruyama", "stochastic_heun"]:
         final = fd.simulate(sde, x0, ts, solver, generator=torch.Generator().manual_seed(4)).final
@@ -167,3 +167,91 @@ def test_image_shaped_sde_states():
     traj = fd.simulate(fd.OrnsteinUhlenbeck(1.0, 1.0), x0, fd.grids.uniform(0, 1, 10), "stochastic_heun",
                        save="all", generator=torch.Generator().manual_seed(0))
     assert traj.states.shape == (11, 2, 1, 4, 4)
+
+
+def geometric_brownian_motion(mu: float, s: float) -> SDE:
+    """dX = mu X dt + s X dW (Itô): multiplicative noise, sigma(x, t) = s x depends on the state."""
+    return SDE(lambda x, t: mu * x, lambda x, t: s * x)
+
+
+def test_stochastic_heun_refuses_state_dependent_noise_without_evaluating_it():
+    calls = []
+
+    def drift(x, t):
+        calls.append("drift")
+        return x
+
+    def diffusion(x, t):
+        calls.append("diffusion")
+        return x
+
+    x0, ts = torch.ones(4, 1), fd.grids.uniform(0.0, 1.0, 8)
+    refused = "Stratonovich solution when sigma depends on x"
+    with pytest.raises(fd.errors.IncompatibleError, match=refused) as e:
+        fd.simulate(SDE(drift, diffusion), x0, ts, "stochastic_heun")
+    assert "euler_maruyama" in str(e.value) and "additive=True" in str(e.value)
+    assert calls == []
+    # Euler–Maruyama takes the same equation: 8 steps, one drift and one diffusion call each.
+    fd.simulate(SDE(drift, diffusion), x0, ts, "euler_maruyama", generator=torch.Generator().manual_seed(0))
+    assert calls == ["drift", "diffusion"] * 8
+
+
+def test_declaring_additive_noise():
+    drift = lambda x, t: -x  # noqa: E731
+    assert SDE(drift, 0.5).additive is True
+    assert SDE(drift, lambda x, t: 1 + t).additive is False  # a callable may depend on x
+    assert SDE(drift, lambda x, t: 1 + t, additive=True).additive is True
+    assert SDE(drift, lambda x, t: 1 + t, additive=False).additive is False
+
+    class TimeOnly:
+        additive = True
+
+        def __call__(self, x, t):
+            return 1 + t
+
+    assert SDE(drift, TimeOnly()).additive is True
+    assert SDE(drift, TimeOnly(), additive=False).additive is False  # the keyword wins
+    assert "additive=True" in repr(SDE(drift, TimeOnly()))
+    processes = [fd.BrownianMotion(1.0), fd.OrnsteinUhlenbeck(0.5, 1.0), fd.Langevin(fd.Gaussian([0.0]), 1.0)]
+    for process in processes:
+        assert process.additive is True
+        fd.get_solver("stochastic_heun").check(process)
+    with pytest.raises(fd.errors.InvalidInputError, match="constant diffusion coefficient"):
+        SDE(drift, 1.0, additive=False)
+    with pytest.raises(fd.errors.InvalidInputError, match="additive must be True, False or None"):
+        SDE(drift, lambda x, t: t, additive="yes")
+
+
+def test_stochastic_heun_on_multiplicative_noise_would_converge_to_stratonovich():
+    # Why the refusal: driven past `check`, the trapezoid rule solves dX = mu X dt + s X o dW (Stratonovich),
+    # X_1 = x0 exp(mu + s W_1), with strong order 1, not the Itô solution x0 exp(mu - s^2/2 + s W_1).
+    mu, s, paths = 0.5, 1.0, 400
+    fine = brownian_normals(paths, seed=5)
+    w1 = fine.sum(0) / math.sqrt(FINE)
+    x0 = torch.ones(paths, 1, dtype=torch.float64)
+    stratonovich, ito = x0 * torch.exp(mu + s * w1), x0 * torch.exp(mu - 0.5 * s**2 + s * w1)
+    heun, errors = fd.get_solver("stochastic_heun"), []
+    for steps in [16, 32, 64, 128]:
+        ts = fd.grids.uniform(0.0, 1.0, steps, dtype=torch.float64)
+        states, _ = heun.integrate(geometric_brownian_motion(mu, s), x0, ts, False,
+                                   noise=coarse_normals(fine, steps))
+        errors.append(float((states[-1] - stratonovich).abs().mean()))
+    slope = np.polyfit(np.log([1 / 16, 1 / 32, 1 / 64, 1 / 128]), np.log(errors), 1)[0]
+    assert abs(slope - 1.0) < 0.15, (slope, errors)
+    # Far from the Itô solution: the mean gap E|Strat - Ito| = E[X] (1 - e^{-1/2}) is ~ 0.6, the error 1e-2.
+    assert float((states[-1] - ito).abs().mean()) > 30 * errors[-1]
+
+
+@pytest.mark.parametrize("steps", [4, 10, 25])
+def test_stochastic_heun_averages_a_time_dependent_noise_coefficient(steps):
+    # dX = t dW from 0: Var X_1 = int_0^1 t^2 dt = 1/3. Heun's noise coefficient is the trapezoid average
+    # (t_k + t_k+1)/2, so its chain has Var = h^3 sum_k (k + 1/2)^2 = 1/3 - h^2/12 (error O(h^2)); the
+    # left point t_k of Euler–Maruyama gives h^3 sum_k k^2 = 1/3 - h/2 + h^2/6 (error O(h)).
+    # Exact moments of the linear chains, not sampled.
+    sde = SDE(lambda x, t: torch.zeros_like(x), lambda x, t: t, additive=True)
+    h = 1.0 / steps
+    mean, second = euler_maruyama_moments(sde, 0.0, steps, "stochastic_heun")
+    assert mean == 0.0
+    assert second == pytest.approx(1 / 3 - h**2 / 12, rel=1e-12)
+    _, second_em = euler_maruyama_moments(sde, 0.0, steps, "euler_maruyama")
+    assert second_em == pytest.approx(1 / 3 - h / 2 + h**2 / 6, rel=1e-12)
