@@ -28,16 +28,32 @@ def choice(registry: Mapping | Iterable[str], kind: str) -> Callable[[str], str]
     return parse
 
 
-def number_list(kind: type, low: float | None = None, what: str = "values") -> Callable[[str], list]:
-    """A typer parser of comma-separated numbers ("1,2,4"), each >= `low` when given."""
+def _entries(value: str, kind: type, what: str) -> list:
+    """`flowdiff.registry.parse_list` with its error as the parser's error."""
     from flowdiff.errors import InvalidInputError
     from flowdiff.registry import parse_list
 
+    try:
+        return parse_list(value, kind, what)
+    except InvalidInputError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+def choice_list(registry: Mapping | Iterable[str], kind: str, what: str = "names") -> Callable[[str], list[str]]:
+    """A typer parser of comma-separated registered names ("euler,heun"); an error lists the names."""
+    one = choice(registry, kind)
+
+    def parse(value: str) -> list[str]:
+        return [one(name) for name in _entries(value, str, what)]
+
+    return parse
+
+
+def number_list(kind: type, low: float | None = None, what: str = "values") -> Callable[[str], list]:
+    """A typer parser of comma-separated numbers ("1,2,4"), each >= `low` when given."""
+
     def parse(value: str) -> list:
-        try:
-            values = parse_list(value, kind, what)
-        except InvalidInputError as error:
-            raise typer.BadParameter(str(error)) from None
+        values = _entries(value, kind, what)
         if low is not None and any(not (v >= low) for v in values):
             raise typer.BadParameter(f"{what} must each be >= {low}, got {value!r}")
         return values
