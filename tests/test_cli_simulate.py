@@ -168,3 +168,12 @@ def test_library_errors_name_settings_not_flags(settings, words):
     for word in words:
         assert word in str(error.value)
     assert "--" not in str(error.value)
+
+
+def test_a_solver_registered_later_is_accepted(tmp_path, cli, monkeypatch):
+    from flowdiff.dynamics import solvers
+
+    monkeypatch.setitem(solvers.SOLVERS, "trapezoid", solvers.heun)
+    done = cli("simulate", "flow", "--solver", "trapezoid", "--paths", "3", "--steps", "5", "--out", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "flow.png").read_bytes()[:8] == PNG_MAGIC

@@ -6,6 +6,7 @@ accepted on the command line without editing the CLI.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 
 import typer
@@ -17,8 +18,11 @@ def names(registry: Mapping | Iterable[str]) -> str:
 
 
 def choice(registry: Mapping | Iterable[str], kind: str) -> Callable[[str], str]:
-    """A typer parser that accepts one of the registered names (an error lists them)."""
-    allowed = list(registry)
+    """A typer parser that accepts one of the registered names (an error lists them).
+
+    A registry mapping is read when a value is parsed, so a name registered later is accepted too.
+    """
+    allowed = registry if isinstance(registry, Mapping) else list(registry)
 
     def parse(value: str) -> str:
         if value not in allowed:
@@ -50,10 +54,12 @@ def choice_list(registry: Mapping | Iterable[str], kind: str, what: str = "names
 
 
 def number_list(kind: type, low: float | None = None, what: str = "values") -> Callable[[str], list]:
-    """A typer parser of comma-separated numbers ("1,2,4"), each >= `low` when given."""
+    """A typer parser of comma-separated finite numbers ("1,2,4"), each >= `low` when given."""
 
     def parse(value: str) -> list:
         values = _entries(value, kind, what)
+        if not all(math.isfinite(v) for v in values):
+            raise typer.BadParameter(f"{what} must be finite numbers, got {value!r}")
         if low is not None and any(not (v >= low) for v in values):
             raise typer.BadParameter(f"{what} must each be >= {low}, got {value!r}")
         return values
