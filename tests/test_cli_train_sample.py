@@ -190,7 +190,7 @@ def test_labels_and_files_of_an_image_run(tmp_path):
 
     from flowdiff.data.info import DataInfo
     from flowdiff.errors import InvalidInputError
-    from flowdiff.runs.samples import labels_for, sample_files, write_samples
+    from flowdiff.plots.samples import labels_for, sample_files, write_samples
 
     info = DataInfo(kind="images", shape=(1, 8, 8), num_classes=3, class_names=["a", "b", "c"])
     run = SimpleNamespace(data_info=info, num_classes=3, directory=tmp_path)

@@ -1,7 +1,7 @@
 """`flowdiff eval RUN`: sample quality against the number of function evaluations, and likelihood.
 
 The command parses its options, calls `flowdiff.runs.evaluation.evaluate_run` (the computation
-is `flowdiff.learning.evaluation`, the figure `flowdiff.plots.evaluation`) and prints a table.
+is `flowdiff.learning.evaluation`) and `flowdiff.plots.evaluation.write_evaluation`, and prints a table.
 Writes eval.json and eval.png to the run directory or --out.
 """
 
@@ -49,17 +49,20 @@ def eval_command(
 ) -> None:
     """Sample quality against NFE for several solvers, and the NLL of held-out data; writes eval.json/png."""
     from flowdiff.cli.progress import progress_bar
-    from flowdiff.runs.evaluation import evaluate_run
+    from flowdiff.plots.evaluation import write_evaluation
+    from flowdiff.runs.evaluation import evaluate_run, output_directory
 
+    out_dir = output_directory(run_dir, out)
     with progress_bar(disable=quiet) as bar:
         task = bar.add_task("evaluating", total=None)
 
         def show(info: dict) -> None:
             bar.update(task, description=info["task"], completed=info["done"], total=info["total"])
 
-        result, written = evaluate_run(run_dir, solvers=solvers, nfes=nfe, tols=tol, metrics=metrics, n=n,
-                                       sigma=sigma, grid=grid, seed=seed, nll=nll, nll_solver=nll_solver,
-                                       nll_steps=nll_steps, out=out, device=device, callback=show)
+        result = evaluate_run(run_dir, solvers=solvers, nfes=nfe, tols=tol, metrics=metrics, n=n, sigma=sigma,
+                              grid=grid, seed=seed, nll=nll, nll_solver=nll_solver, nll_steps=nll_steps,
+                              cache_dir=out_dir / "classifier", device=device, callback=show)
+    written = write_evaluation(result, out_dir)
     print_result(result)
     print(f"wrote {written[0]} and {written[1]}")
 

@@ -2,7 +2,7 @@
 
 Writes the samples (in the units of the data) to an .npz file ("x", and "y" when labelled)
 and a picture next to it: a scatter plot for 2-D vectors, an image grid for images
-(`flowdiff.runs.samples`).
+(`flowdiff.plots.samples`).
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def sample_command(
     import torch
 
     from flowdiff.learning.devices import configure_threads
+    from flowdiff.plots.samples import labels_for, sample_files, write_samples
     from flowdiff.runs.load import load
-    from flowdiff.runs.samples import labels_for, sample_files, write_samples
 
     run = load(run_dir, device=device)
     configure_threads(None, device, run.data_info.kind)

@@ -1,14 +1,19 @@
-"""The figure of an evaluation: each metric against NFE (log-log), one line per solver, the data baseline dashed.
+"""The files of an evaluation: eval.json (the result) and eval.png (each metric against NFE, log-log, one line
+per solver, the data baseline dashed), both written atomically.
 
-It draws the JSON-ready result of `flowdiff.learning.evaluation.evaluate` and returns a matplotlib
-`Figure` (Agg, no pyplot state); `flowdiff.atomic.save_figure` writes it.
+It draws the JSON-ready result of `flowdiff.runs.evaluation.evaluate_run` (or of
+`flowdiff.learning.evaluation.evaluate`) as a matplotlib `Figure` (Agg, no pyplot state).
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from matplotlib.figure import Figure
+
+from flowdiff import atomic
+from flowdiff.runs.evaluation import EVAL_JSON, EVAL_PNG
 
 
 def evaluation_figure(result: dict, title: str = "") -> Figure:
@@ -38,3 +43,11 @@ def evaluation_figure(result: dict, title: str = "") -> Figure:
             ax.legend(fontsize=8)
     figure.suptitle(title, fontsize=10)
     return figure
+
+
+def write_evaluation(result: dict, directory: str | Path) -> list[Path]:
+    """Write `result` as eval.json and its figure as eval.png into `directory`; return the two files."""
+    directory = Path(directory)
+    title = f"{result.get('run', 'model')}: {result['n']} samples vs {result['reference']}"
+    return [atomic.write_json(directory / EVAL_JSON, result),
+            atomic.save_figure(evaluation_figure(result, title), directory / EVAL_PNG)]

@@ -1,8 +1,8 @@
-"""Evaluating a trained run: its reference data, its scorer, and the files eval.json and eval.png.
+"""Evaluating a trained run: its reference data, its scorer, and the result that eval.json records.
 
 The reference is a fresh draw (seed HELD_OUT_OFFSET + seed) for the toy sets, the data itself
 otherwise (then not held out, and the result says so). The computation is
-`flowdiff.learning.evaluation.evaluate`; the figure is `flowdiff.plots.evaluation`.
+`flowdiff.learning.evaluation.evaluate`; `flowdiff.plots.evaluation.write_evaluation` writes the files.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def notes(run, nll: bool) -> list[str]:
     return out
 
 
-def output_directory(run_dir: Path, out: Path | None) -> Path:
+def output_directory(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Where eval.json and eval.png go: `out`, or the run directory; refused when it is a file."""
     out_dir = Path(out) if out is not None else Path(run_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -107,27 +107,22 @@ def evaluate_run(run_dir: str | Path, solvers: Sequence[str] = ("euler", "heun",
                  nfes: Sequence[int] = (1, 2, 4, 8, 16, 32, 100), tols: Sequence[float] = (1e-3, 1e-5),
                  metrics: Sequence[str] = ("w2", "sliced_w2", "mmd", "energy"), n: int = 2000, sigma: float = 0.0,
                  grid: str = "uniform", seed: int = 0, nll: bool = True, nll_solver: str = "rk4",
-                 nll_steps: int = 100, out: str | Path | None = None, device: str = "cpu",
-                 callback: Callable[[dict], None] | None = None) -> tuple[dict, list[Path]]:
-    """Evaluate a trained run (see `flowdiff.learning.evaluation`); write eval.json and eval.png into `out`
-    (default: the run directory). Returns the result and the two files written."""
-    from flowdiff import atomic
-    from flowdiff.plots.evaluation import evaluation_figure
+                 nll_steps: int = 100, cache_dir: str | Path | None = None, device: str = "cpu",
+                 callback: Callable[[dict], None] | None = None) -> dict:
+    """Evaluate a trained run (see `flowdiff.learning.evaluation`): a JSON-ready result with the run's step.
+
+    A classifier for labelled images is trained once and cached in `cache_dir` (default:
+    RUN/classifier); `flowdiff.plots.evaluation.write_evaluation` writes the result.
+    """
     from flowdiff.runs.load import load
 
     check_options(n, metrics, grid, nll_solver if nll else None)
     settings = settings_for(solvers, nfes, tols, sigma)
-    run_dir = Path(run_dir)
     run = load(run_dir, device=device)
-    out_dir = output_directory(run_dir, out)
     reference = load_reference(run, n, seed)
-    scorer = scorer_for(run, reference, metrics, out_dir / "classifier", seed)
-    likelihood = nll and run.data_info.kind != "images"
+    cache_dir = Path(cache_dir) if cache_dir is not None else Path(run_dir) / "classifier"
+    scorer = scorer_for(run, reference, metrics, cache_dir, seed)
     result = evaluate(run.model, run.path, reference, scorer, settings, sigma=sigma, grid=grid, seed=seed,
-                      scale=run.data_info, nll=likelihood, nll_solver=nll_solver, nll_steps=nll_steps,
-                      callback=callback)
-    result = {"run": str(run_dir), "step": run.step, **result, "notes": notes(run, nll)}
-    title = f"{run_dir}: {result['n']} samples vs {reference.description}"
-    written = [atomic.write_json(out_dir / EVAL_JSON, result),
-               atomic.save_figure(evaluation_figure(result, title), out_dir / EVAL_PNG)]
-    return result, written
+                      scale=run.data_info, nll=nll and run.data_info.kind != "images", nll_solver=nll_solver,
+                      nll_steps=nll_steps, callback=callback)
+    return {"run": str(run_dir), "step": run.step, **result, "notes": notes(run, nll)}
