@@ -1,53 +1,53 @@
-"""`flowdiff eval`: eval.json and eval.png for a tiny trained run; bad input is one line and exit 2."""
+"""`flowdiff eval` as a user runs it: eval.json and eval.png for a tiny run, the figure of a result, and bad
+input as one line with exit 2 (the computation is tested in tests/learning/test_evaluation.py)."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 
 import pytest
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny networks: one thread per process on shared cores
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def flowdiff(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "flowdiff", *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        cwd=cwd,
-        timeout=300,
-    )
+def test_evaluation_figure_has_a_panel_per_metric():
+    from flowdiff.plots.evaluation import evaluation_figure
+
+    rows = [{"solver": "euler", "nfe": k, "metrics": {"w2": 1.0 / k, "mmd": 0.1 / k, "energy": -0.01}}
+            for k in (1, 2, 4)]
+    figure = evaluation_figure({"rows": rows, "baseline": {"w2": 0.2, "mmd": 0.0, "energy": 0.0}}, "title")
+    visible = [ax for ax in figure.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["w2", "mmd", "energy"]
+    assert visible[0].get_yscale() == "log" and visible[2].get_yscale() == "linear"  # negative values: linear
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
+    from flowdiff.learning.training.config import TrainConfig
+    from flowdiff.runs.build import build_trainer
+
     out = tmp_path_factory.mktemp("eval") / "moons"
-    done = flowdiff(
-        "train", "--data", "moons", "--steps", "50", "--hidden", "32,32", "--batch", "128",
-        "--out", str(out), "--device", "cpu", "--quiet",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    config = TrainConfig(data="moons", steps=50, hidden="32,32", batch_size=128, device="cpu", n_data=2000)
+    build_trainer(config, out).fit()
     return out
 
 
-def test_eval_writes_json_and_plot(run_dir, tmp_path):
+def test_eval_writes_json_and_plot(run_dir, tmp_path, cli):
     out = tmp_path / "report"
-    done = flowdiff(
-        "eval", str(run_dir), "--n", "200", "--nfe", "2,8", "--solvers", "euler,heun,dopri5", "--tol", "1e-3",
-        "--nll-steps", "20", "--out", str(out), "--quiet",
-    )  # fmt: skip
+    done = cli("eval", run_dir, "--n", "200", "--nfe", "2,8", "--solvers", "euler,heun,dopri5", "--tol", "1e-3",
+               "--nll-steps", "20", "--out", out)
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no progress bar off a terminal
     assert "data vs data" in done.stdout and "NLL of 200 held-out points" in done.stdout
+    assert f"wrote {out / 'eval.json'} and {out / 'eval.png'}" in done.stdout
     result = json.loads((out / "eval.json").read_text())
-    assert (out / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert result["n"] == 200 and result["held_out"] is True
+    assert (out / "eval.png").read_bytes()[:8] == PNG_MAGIC
+    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "eval.png"]  # no temporary files
+    assert result["n"] == 200 and result["held_out"] is True and result["run"] == str(run_dir)
     rows = {(r["solver"], r["steps"]): r for r in result["rows"]}
-    # NFE = steps x stages for fixed-step solvers, counted by calls of the network
     assert rows[("euler", 2)]["nfe"] == 2 and rows[("euler", 8)]["nfe"] == 8
     assert rows[("heun", 1)]["nfe"] == 2 and rows[("heun", 4)]["nfe"] == 8
     adaptive = [r for r in result["rows"] if r["solver"] == "dopri5"]
@@ -61,27 +61,45 @@ def test_eval_writes_json_and_plot(run_dir, tmp_path):
 
 
 def test_missing_run_dir_is_one_line_and_exit_2(tmp_path):
-    done = flowdiff("eval", str(tmp_path / "nowhere"), "--n", "100")
+    done = subprocess.run([sys.executable, "-m", "flowdiff", "eval", str(tmp_path / "nowhere"), "--n", "100"],
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "does not exist" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--nfe", "0,4"], "--nfe values must be >= 1"),
+        (["--nfe", "0,4"], "NFE budgets must each be >= 1"),
         (["--solvers", "euler,rk45"], "unknown solver 'rk45'"),
-        (["--nll-solver", "euler_maruyama"], "is an SDE solver"),
+        (["--nll-solver", "euler_maruyama"], "unknown ODE solver 'euler_maruyama'; choose one of: euler,"),
         (["--solvers", "euler_maruyama"], "cannot sample the ODE"),
-        (["--metrics", "w2,fid"], "unknown metrics"),
+        (["--metrics", "w2,fid"], "unknown metric 'fid'"),
         (["--nfe", "two"], "comma-separated list"),
+        (["--grid", "cosine"], "unknown grid 'cosine'; choose one of: uniform, shifted, rho"),
+        (["--n", "3"], "'--n'"),
+        (["--sigma", "-1"], "'--sigma'"),
+        (["--tol", "0"], "tolerances must be positive"),
+        (["--sigma", "1", "--solvers", "euler_maruyama", "--nfe", "1"], "at least two steps"),
+        (["--out", "eval.json"], "is a file"),
     ],
 )
-def test_bad_options_are_one_line_and_exit_2(run_dir, capsys, args, message):
-    from flowdiff.cli.app import main
+def test_bad_options_are_one_line_and_exit_2(run_dir, tmp_path, monkeypatch, cli, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "eval.json").write_text("mine")
+    done = cli("eval", run_dir, *args)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and message in done.stderr and done.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json"] and not (run_dir / "eval.json").exists()
 
-    with pytest.raises(SystemExit) as stop:
-        main(["eval", str(run_dir), *args])
-    assert stop.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and err.strip().count("\n") == 0
+
+def test_help_lists_the_registered_names(cli):
+    from flowdiff.dynamics.solvers import SOLVERS
+    from flowdiff.learning.metrics import METRICS
+
+    done = cli("eval", "--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.replace("│", " ").split())
+    for name in [*SOLVERS, *METRICS, "shifted", "rho"]:
+        assert name in text

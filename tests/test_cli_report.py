@@ -116,6 +116,8 @@ def test_bad_input_is_one_line_and_exit_2(runs, tmp_path, cli):
     assert_one_line_error(cli("report", runs["digits"], "--guidance", "0,x"), "--guidance", "'0,x'")
     assert_one_line_error(cli("report", runs["digits"], "--guidance", "1,nan"), "--guidance")
     assert_one_line_error(cli("report", runs["digits"], "--steps", 0), "--steps")
+    assert_one_line_error(cli("report", runs["digits"], "--n", 0), "'--n'")
+    assert_one_line_error(cli("report", runs["digits"], "--guidance", "1,inf"), "guidance scales must be finite")
     assert_one_line_error(cli("report", runs["moons"], "--guidance", "3"), "without labels")
     (tmp_path / "empty").mkdir()
     assert_one_line_error(cli("report", tmp_path / "empty"), "not a flowdiff run directory")

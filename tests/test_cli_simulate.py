@@ -40,13 +40,22 @@ def test_subprocess_writes_a_png(tmp_path):
     assert [p.name for p in out.iterdir()] == ["ou.png"]  # no temporary files left behind
 
 
-def test_subprocess_bad_input_is_one_line_and_exit_2(tmp_path):
-    done = run_cli("simulate", "ou", "--sigma", "-1", "--out", str(tmp_path))
+def test_bad_input_is_one_line_and_exit_2(tmp_path, cli):
+    done = cli("simulate", "ou", "--sigma", "-1", "--out", tmp_path)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "sigma" in lines[0], done.stderr
-    assert "Traceback" not in done.stderr
     assert not (tmp_path / "ou.png").exists()
+
+
+def test_a_terminal_shows_the_progress_of_every_simulation(tmp_path, cli, monkeypatch):
+    import rich.console
+
+    monkeypatch.setattr(rich.console.Console, "is_terminal", property(lambda self: True))
+    done = cli("simulate", "ou", "--sigma", "0.5", "--sigma", "1", "--paths", "2", "--steps", "30", "--out", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "ou sigma=1" in done.stderr and "60/60" in done.stderr  # the bar reached the end of both simulations
+    assert f"wrote {tmp_path / 'ou.png'}" in done.stdout
 
 
 @pytest.mark.parametrize(
@@ -79,13 +88,14 @@ def test_animate_writes_a_gif(tmp_path, capsys):
     "args, words",
     [
         (["simulate", "wiener"], ["unknown process 'wiener'", "brownian, ou, langevin, flow"]),
-        (["simulate", "ou", "--steps", "0"], ["--steps", ">= 1"]),
-        (["simulate", "ou", "--theta", "-0.5"], ["theta", ">= 0"]),
+        (["simulate", "ou", "--steps", "0"], ["'--steps'", "greater than or equal to 1"]),
+        (["simulate", "ou", "--theta", "-0.5"], ["'--theta'", "greater than or equal to 0"]),
         (["simulate", "brownian", "--paths", "0"], ["--paths"]),
         (["simulate", "brownian", "--t-end", "-1"], ["--t-end"]),
-        (["simulate", "ou", "--solver", "rk7"], ["unknown solver 'rk7'"]),
+        (["simulate", "brownian", "--t-end", "0"], ["t_end must be a positive number"]),
+        (["simulate", "ou", "--solver", "rk7"], ["unknown solver 'rk7'", "euler_maruyama, stochastic_heun"]),
         (["simulate", "flow", "--solver", "euler_maruyama"], ["integrates an SDE", "rk4"]),
-        (["simulate", "langevin", "--sigma", "1", "--sigma", "2"], ["one --sigma"]),
+        (["simulate", "langevin", "--sigma", "1", "--sigma", "2"], ["takes one sigma", "'ou'"]),
     ],
 )
 def test_bad_input_one_line_exit_2(args, words, tmp_path, capsys):
@@ -111,16 +121,59 @@ def test_usage_errors_exit_2(capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
-def test_progress_bar_runs_in_chunks_with_the_same_result(monkeypatch):
-    import rich.console
+def test_help_lists_the_processes_and_the_registered_solvers(capsys):
+    from flowdiff.dynamics.solvers import SOLVERS
+
+    assert call(["simulate", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    for name in ["brownian", "langevin", *SOLVERS]:
+        assert name in text
+
+
+def test_one_simulation_per_sigma_reports_every_step_to_the_callback():
     import torch
 
     import flowdiff as fd
-    from flowdiff.cli.simulate_cmd import simulate_with_progress
+    from flowdiff.plots.lecture1_run import resolve, simulate_process
 
-    monkeypatch.setattr(rich.console.Console, "is_terminal", property(lambda self: True))
-    ou, x0, ts = fd.OrnsteinUhlenbeck(0.3, 1.0), torch.randn(5, 1), fd.grids.uniform(0, 2, 333)
-    whole = fd.simulate(ou, x0, ts, "euler_maruyama", save="all", generator=torch.Generator().manual_seed(1))
-    generator = torch.Generator().manual_seed(1)
-    chunked = simulate_with_progress(ou, x0, ts, "euler_maruyama", generator, show=True)
-    assert torch.equal(whole.states, chunked.states) and chunked.nfe == whole.nfe == 333
+    settings = resolve("ou", sigmas=[0.5, 2.0], paths=3, steps=40, t_end=2.0, seed=5)
+    seen = []
+    simulation = simulate_process(settings, callback=seen.append)
+    assert [info["done"] for info in seen] == list(range(1, 81)) and {info["total"] for info in seen} == {80}
+    assert [info["task"] for info in seen[::40]] == ["ou sigma=0.5", "ou sigma=2"]
+    assert torch.equal(seen[-1]["x"], simulation.runs[-1][1][-1])  # the callback sees the states simulated
+    # each sigma is one call of flowdiff.simulate, consuming the generator in turn
+    generator, ts = torch.Generator().manual_seed(5), fd.grids.uniform(0.0, 2.0, 40)
+    starts = torch.linspace(-10.0, 10.0, 3)[:, None]
+    for sigma, states in simulation.runs:
+        expected = fd.simulate(fd.OrnsteinUhlenbeck(0.25, sigma), starts, ts, "euler_maruyama", save="all",
+                               generator=generator)
+        assert torch.equal(states, expected.states)
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"steps": 0}, ["steps must be an integer >= 1"]),
+    ({"paths": 2.5}, ["paths must be an integer >= 1"]),
+    ({"t_end": float("inf")}, ["t_end must be a positive number"]),
+    ({"omega": float("nan")}, ["omega must be a finite rotation rate"]),
+    ({"modes": 0}, ["modes must be between 1 and 64"]),
+    ({"sigmas": [1.0, -1.0]}, ["sigma must be >= 0"]),
+])
+def test_library_errors_name_settings_not_flags(settings, words):
+    from flowdiff.errors import InvalidInputError
+    from flowdiff.plots.lecture1_run import resolve
+
+    with pytest.raises(InvalidInputError) as error:
+        resolve("ou", **settings)
+    for word in words:
+        assert word in str(error.value)
+    assert "--" not in str(error.value)
+
+
+def test_a_solver_registered_later_is_accepted(tmp_path, cli, monkeypatch):
+    from flowdiff.dynamics import solvers
+
+    monkeypatch.setitem(solvers.SOLVERS, "trapezoid", solvers.heun)
+    done = cli("simulate", "flow", "--solver", "trapezoid", "--paths", "3", "--steps", "5", "--out", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "flow.png").read_bytes()[:8] == PNG_MAGIC

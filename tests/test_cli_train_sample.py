@@ -142,3 +142,76 @@ def test_sampling_a_missing_or_incompatible_run_directory(tmp_path, cli):
     (run / "config.json").write_text(json.dumps({"model": {"name": "mlp", "dim": 2}, "path": {}, "data": {}}))
     result = cli("sample", run, "--n", 4)
     assert_one_line_error(result, "has no checkpoint")
+
+
+def test_sample_sde_with_a_chosen_solver_and_grid(moons_run, tmp_path, cli):
+    out = tmp_path / "sde.npz"
+    result = cli("sample", moons_run, "--n", 16, "--steps", 5, "--sigma", 0.5, "--solver", "stochastic_heun",
+                 "--grid", "shifted", "--seed", 3, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert f"sampled 16 points with the SDE in 5 steps; wrote {out} and {out.with_suffix('.png')}" in result.stdout
+    x = np.load(out)["x"]
+    assert x.shape == (16, 2) and np.isfinite(x).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sde.npz", "sde.png"]  # no temporary files
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--solver", "rk7"], ["'--solver'", "unknown solver 'rk7'", "euler_maruyama"]),
+    (["--grid", "cosine"], ["unknown grid 'cosine'", "uniform, shifted, rho"]),
+    (["--n", "0"], ["'--n'"]),
+    (["--steps", "0"], ["'--steps'"]),
+    (["--sigma", "-1"], ["'--sigma'"]),
+    (["--out", "samples.txt"], [".npz", "samples.txt"]),
+    (["--solver", "heun", "--sigma", "1"], ["'heun' integrates an ODE", "euler_maruyama"]),
+    (["--label", "all"], ["--label needs a label-conditioned model"]),
+    (["--guidance", "2"], ["--guidance needs a label-conditioned model"]),
+])
+def test_bad_sample_options_are_one_line_and_write_nothing(moons_run, tmp_path, monkeypatch, cli, args, fragments):
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(moons_run)
+    result = cli("sample", moons_run, "--out", tmp_path / "s.npz", *args)
+    assert_one_line_error(result, *fragments)
+    assert list(tmp_path.iterdir()) == [] and snapshot(moons_run) == before
+
+
+def test_sample_help_lists_the_registered_solvers_and_grids(cli):
+    from flowdiff.dynamics.solvers import SOLVERS
+    from flowdiff.learning.sampling import GRIDS
+
+    result = cli("sample", "--help")
+    text = " ".join(result.stdout.replace("│", " ").split())
+    assert result.returncode == 0 and all(name in text for name in [*SOLVERS, *GRIDS])
+
+
+def test_labels_and_files_of_an_image_run(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    from flowdiff.data.info import DataInfo
+    from flowdiff.errors import InvalidInputError
+    from flowdiff.plots.samples import labels_for, sample_files, write_samples
+
+    info = DataInfo(kind="images", shape=(1, 8, 8), num_classes=3, class_names=["a", "b", "c"])
+    run = SimpleNamespace(data_info=info, num_classes=3, directory=tmp_path)
+    assert labels_for(run, None, 4) is None
+    assert labels_for(run, "all", 2).tolist() == [0, 0, 1, 1, 2, 2]
+    assert labels_for(run, "c", 2).tolist() == [2, 2] and labels_for(run, "1", 1).tolist() == [1]
+    with pytest.raises(InvalidInputError, match="unknown label 'd'"):
+        labels_for(run, "d", 1)
+    out = tmp_path / "grid.npz"
+    assert sample_files(run, out) == [out, tmp_path / "grid.png"]
+    y = labels_for(run, "all", 2)
+    written = write_samples(run, torch.rand(6, 1, 8, 8) * 2 - 1, y, out, per_row=2)
+    assert written == [out, tmp_path / "grid.png"]
+    saved = np.load(out)
+    assert saved["x"].shape == (6, 1, 8, 8) and saved["y"].tolist() == y.tolist()
+    assert saved["class_names"].tolist() == ["a", "b", "c"]
+    assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.npz", "grid.png"]
+    unlabelled = SimpleNamespace(data_info=DataInfo(shape=(3,)), num_classes=None, directory=tmp_path)
+    assert sample_files(unlabelled, out) == [out]  # 3-D vectors: no picture
+    with pytest.raises(InvalidInputError, match="no classes"):
+        labels_for(unlabelled, "all", 1)
+    with pytest.raises(InvalidInputError, match=".npz"):
+        sample_files(unlabelled, tmp_path / "x.csv")

@@ -6,6 +6,7 @@ accepted on the command line without editing the CLI.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 
 import typer
@@ -17,8 +18,11 @@ def names(registry: Mapping | Iterable[str]) -> str:
 
 
 def choice(registry: Mapping | Iterable[str], kind: str) -> Callable[[str], str]:
-    """A typer parser that accepts one of the registered names (an error lists them)."""
-    allowed = list(registry)
+    """A typer parser that accepts one of the registered names (an error lists them).
+
+    A registry mapping is read when a value is parsed, so a name registered later is accepted too.
+    """
+    allowed = registry if isinstance(registry, Mapping) else list(registry)
 
     def parse(value: str) -> str:
         if value not in allowed:
@@ -28,16 +32,34 @@ def choice(registry: Mapping | Iterable[str], kind: str) -> Callable[[str], str]
     return parse
 
 
-def number_list(kind: type, low: float | None = None, what: str = "values") -> Callable[[str], list]:
-    """A typer parser of comma-separated numbers ("1,2,4"), each >= `low` when given."""
+def _entries(value: str, kind: type, what: str) -> list:
+    """`flowdiff.registry.parse_list` with its error as the parser's error."""
     from flowdiff.errors import InvalidInputError
     from flowdiff.registry import parse_list
 
+    try:
+        return parse_list(value, kind, what)
+    except InvalidInputError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+def choice_list(registry: Mapping | Iterable[str], kind: str, what: str = "names") -> Callable[[str], list[str]]:
+    """A typer parser of comma-separated registered names ("euler,heun"); an error lists the names."""
+    one = choice(registry, kind)
+
+    def parse(value: str) -> list[str]:
+        return [one(name) for name in _entries(value, str, what)]
+
+    return parse
+
+
+def number_list(kind: type, low: float | None = None, what: str = "values") -> Callable[[str], list]:
+    """A typer parser of comma-separated finite numbers ("1,2,4"), each >= `low` when given."""
+
     def parse(value: str) -> list:
-        try:
-            values = parse_list(value, kind, what)
-        except InvalidInputError as error:
-            raise typer.BadParameter(str(error)) from None
+        values = _entries(value, kind, what)
+        if not all(math.isfinite(v) for v in values):
+            raise typer.BadParameter(f"{what} must be finite numbers, got {value!r}")
         if low is not None and any(not (v >= low) for v in values):
             raise typer.BadParameter(f"{what} must each be >= {low}, got {value!r}")
         return values

@@ -6,13 +6,18 @@ from flowdiff.learning.training.hooks import Hook
 
 
 def progress_bar(*fields: str, transient: bool = True, disable: bool = False):
-    """A rich `Progress` on stderr: description, bar, done/total, the given `{task.fields[...]}` texts, time."""
+    """A rich `Progress` on stderr: description, bar, done/total, the given `{task.fields[...]}` texts, time.
+
+    A transient bar is shown on a terminal only (elsewhere it would leave nothing but a stray newline).
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = Console(stderr=True)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                *(TextColumn(text) for text in fields), TimeElapsedColumn()]
-    return Progress(*columns, console=Console(stderr=True), transient=transient, disable=disable)
+    return Progress(*columns, console=console, transient=transient,
+                    disable=disable or (transient and not console.is_terminal))
 
 
 class TrainingProgress(Hook):

@@ -57,7 +57,8 @@ def _check_input(model, x) -> torch.Tensor:
     return x
 
 
-def _check_solver(solver: str | Solver) -> Solver:
+def check_solver(solver: str | Solver) -> Solver:
+    """The solver of the likelihood's augmented ODE, refused when it is an SDE solver."""
     solver = get_solver(solver)
     if solver.equation_type is not ODE:
         raise IncompatibleError(
@@ -165,7 +166,7 @@ def log_prob(
     law the sampler starts from (for a VP schedule it differs slightly from the path's marginal
     at t = 0). The values are detached from the autograd graph.
     """
-    solver = _check_solver(solver)
+    solver = check_solver(solver)
     x = _check_input(model, x)
     if divergence not in DIVERGENCES:
         raise InvalidInputError(f"unknown divergence {divergence!r}; choose one of {DIVERGENCES}")

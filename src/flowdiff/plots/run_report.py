@@ -83,12 +83,14 @@ class _Sampler:
         self.run = run
         self.steps = steps
         self.seed = seed
-        self.device = next(run.network.parameters()).device
+        self.device = run.device
 
     def noise(self, count: int, offset: int) -> torch.Tensor:
         """count draws of X_0 ~ N(0, I), from the generator seeded with seed + offset."""
+        from flowdiff.learning.sampling import noise
+
         generator = torch.Generator(device=self.device).manual_seed(self.seed + offset)
-        return torch.randn((count, *self.run.data_info.shape), generator=generator, device=self.device)
+        return noise(count, tuple(self.run.data_info.shape), generator, self.device)
 
     def __call__(self, x0: torch.Tensor, y: torch.Tensor | None = None, guidance: float = 1.0,
                  trajectory: bool = False):
