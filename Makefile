@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-slow lint bench clean
 
 $(BIN)/flowdiff: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,7 +19,11 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
+
+# The long checks (marked slow): longer training against closed forms, end-to-end image runs.
+test-slow: setup
+	$(BIN)/python -m pytest -q -n auto -m slow
 
 bench: setup
 	$(BIN)/python benchmarks/simulate_overhead.py

@@ -108,11 +108,8 @@ def test_frechet_distance_closed_forms():
 
 
 def test_classifier_trains_is_cached_and_measures(tmp_path):
-    from flowdiff.learning.classifier import (
-        conditional_accuracy,
-        feature_frechet_distance,
-        load_or_train_classifier,
-    )
+    from flowdiff.learning.classifier import conditional_accuracy, feature_frechet_distance
+    from flowdiff.runs.classifier_cache import load_or_train_classifier
 
     digits = load_images("digits")
     images, labels = digits.images[:600], digits.labels[:600]

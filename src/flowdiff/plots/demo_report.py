@@ -16,12 +16,10 @@ import torch
 from flowdiff.atomic import write_json
 from flowdiff.plots import figures
 from flowdiff.plots.report import Report
+from flowdiff.runs.evaluation import HELD_OUT_OFFSET
 
 FIELD_TIMES = (0.0, 0.25, 0.5, 0.75, 1.0)
 """Times at which the report draws the learned vector field."""
-
-HELD_OUT_OFFSET = 10_000
-"""Held-out toy data is drawn with seed + HELD_OUT_OFFSET (as `flowdiff eval` does)."""
 
 ODE_STEPS, SDE_STEPS = 32, 128
 """Steps of the samples drawn for the figures."""

@@ -60,7 +60,7 @@ def scorer_for(run, reference: Reference, metrics: Sequence[str], cache_dir: Pat
         return VectorMetrics(reference, metrics, seed)
     if run.num_classes is None:
         return VectorMetrics(reference, ["w2"], seed)
-    from flowdiff.learning.classifier import load_or_train_classifier
+    from flowdiff.runs.classifier_cache import load_or_train_classifier
 
     trained = load_or_train_classifier(torch.cat([reference.x, reference.spare]),
                                        torch.cat([reference.y, reference.spare_y]), run.num_classes, cache_dir,

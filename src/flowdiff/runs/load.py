@@ -11,7 +11,7 @@ from torch import nn
 
 from flowdiff.data.info import DataInfo
 from flowdiff.errors import InvalidInputError
-from flowdiff.learning.devices import pick_device
+from flowdiff.learning.devices import model_device, pick_device
 from flowdiff.paths.gaussian_path import GaussianPath
 from flowdiff.runs.checkpoints import latest_checkpoint, load_weights
 from flowdiff.runs.layout import CHECKPOINTS_DIR, EMA_WEIGHTS, LATEST_FILE, MODEL_WEIGHTS, read_config
@@ -37,7 +37,7 @@ class Run:
     @property
     def device(self) -> torch.device:
         """The device the network was loaded on."""
-        return next(self.network.parameters()).device
+        return model_device(self.network)
 
     def sample(self, n: int | None = None, unstandardize: bool = True, **kwargs) -> torch.Tensor:
         """Draw samples with `flowdiff.sample`, mapped back to the data's units."""
