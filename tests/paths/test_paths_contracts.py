@@ -238,10 +238,10 @@ def test_uniforms_are_float64_draws_of_the_generator():
 
 
 def test_without_replacement_at_the_float_edge_of_the_inverse_cdf(monkeypatch):
-    # u * total can round up to the column's total mass: the search then lands past the last noise point
-    # with mass, and steps back to the nearest free one. Data points visited in order 0, 1, 2.
-    top = np.nextafter(1.0, 0.0)
-    monkeypatch.setattr(couplings, "_uniforms", lambda m, generator: np.full(m, top))
+    # The pairwise sum `total` of a column can exceed its last cumulative sum by a rounding error, so that
+    # u * total reaches it: the search then lands past the last noise point with mass (here, one already
+    # used) and steps back to the nearest free one. u = 1 stands for that; data visited in order 0, 1, 2.
+    monkeypatch.setattr(couplings, "_uniforms", lambda m, generator: np.ones(m))
     monkeypatch.setattr(torch, "randperm", lambda m, generator=None, device=None: torch.arange(m))
     plan = np.array([[0.0, 0.5, 1.0], [0.0, 0.5, 0.0], [1.0, 0.0, 0.0]])  # plan[i, j]
     assert list(couplings._draw_without_replacement(plan, None)) == [2, 1, 0]
