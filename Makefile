@@ -19,11 +19,11 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q -n auto
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # The long checks (marked slow): longer training against closed forms, end-to-end image runs.
 test-slow: setup
-	$(BIN)/python -m pytest -q -n auto -m slow
+	$(BIN)/python -m pytest -q -n auto --dist loadfile -m slow
 
 bench: setup
 	$(BIN)/python benchmarks/simulate_overhead.py

@@ -51,6 +51,7 @@ def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
                           cwd=cwd, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_trains_on_digits_and_samples_a_label(tmp_path):
     run = tmp_path / "digits"
     done = run_cli("train", "--data", "digits", "--steps", "30", "--batch", "32", "--out", str(run),
