@@ -158,7 +158,7 @@ def test_load_refuses_missing_and_incompatible_run_dirs(tmp_path):
     (tmp_path / "run" / "config.json").write_text(json.dumps(config))
     with pytest.raises(InvalidInputError, match="do not fit"):
         fd.load(tmp_path / "run")
-    (tmp_path / "run" / "checkpoints" / "latest.json").unlink()
+    shutil.rmtree(tmp_path / "run" / "checkpoints")
     with pytest.raises(InvalidInputError, match="no checkpoint"):
         fd.load(tmp_path / "run")
 

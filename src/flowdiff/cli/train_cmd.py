@@ -140,6 +140,7 @@ def run(settings: TrainConfig, out: Path, resume: bool, force: bool, threads: in
     except RunExistsError as error:
         raise InvalidInputError(f"{error} (--resume, --force, or another --out)") from None
     if resume and trainer.step >= trainer.steps:
+        trainer.close()
         print(f"{out} is already trained ({trainer.step} steps); nothing to do")
         return
     start = trainer.step

@@ -11,6 +11,7 @@ checkpoint complete and pointed to. Older checkpoints are pruned afterwards.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -65,29 +66,53 @@ def save_checkpoint(
 
 
 def _prune(root: Path, keep: int, current: str) -> None:
-    """Remove checkpoints beyond the newest `keep` and leftovers of interrupted writes."""
+    """Remove checkpoints beyond the newest `keep` and leftovers of interrupted writes.
+
+    An old checkpoint is renamed to a hidden name before it is deleted, so that a kill half-way
+    through leaves no half-deleted `step_*` folder, only a hidden one that the next save removes.
+    """
     for entry in root.iterdir():
         if entry.is_dir() and entry.name.startswith("."):
             shutil.rmtree(entry, ignore_errors=True)
     steps = sorted(e for e in root.iterdir() if e.is_dir() and e.name.startswith("step_"))
     for entry in steps[: max(0, len(steps) - keep)]:
         if entry.name != current:
-            shutil.rmtree(entry, ignore_errors=True)
+            doomed = root / f".{entry.name}.deleting"
+            os.replace(entry, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _complete(directory: Path) -> bool:
+    return (directory / MODEL_WEIGHTS).is_file() and (directory / TRAINING_STATE).is_file()
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The directory of the newest complete checkpoint of a run, or None when there is none."""
-    pointer = Path(run_dir) / CHECKPOINTS_DIR / LATEST_FILE
-    if not pointer.is_file():
-        return None
+    """The directory of the newest complete checkpoint of a run, or None when there is none.
+
+    `latest.json` names it; when that pointer is missing or unreadable, the newest complete
+    `step_*` folder is taken (and said so), rather than starting again from step 0.
+    """
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    pointer = root / LATEST_FILE
     try:
         latest = json.loads(pointer.read_text())
-        directory = Path(run_dir) / CHECKPOINTS_DIR / str(latest["dir"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise InvalidInputError(f"{pointer} is unreadable ({error}); the run directory is damaged") from None
+        directory = root / str(latest["dir"])
+    except FileNotFoundError:
+        return _newest_complete(root, f"{pointer} is missing")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        return _newest_complete(root, f"{pointer} is unreadable ({type(error).__name__})")
     if not (directory / MODEL_WEIGHTS).is_file():
         raise InvalidInputError(f"{pointer} points at {directory}, which has no {MODEL_WEIGHTS}")
     return directory
+
+
+def _newest_complete(root: Path, why: str) -> Path | None:
+    steps = sorted(e for e in root.iterdir() if e.is_dir() and e.name.startswith("step_") and _complete(e)) \
+        if root.is_dir() else []
+    if not steps:
+        return None
+    logging.getLogger("flowdiff").warning("%s; using the newest complete checkpoint, %s", why, steps[-1].name)
+    return steps[-1]
 
 
 def read_weights(file: Path, device=None) -> dict[str, torch.Tensor]:

@@ -25,6 +25,7 @@ from flowdiff.runs.checkpoints import (
     save_checkpoint,
 )
 from flowdiff.runs.layout import CONFIG_FILE, EMA_WEIGHTS, METRICS_FILE, MODEL_WEIGHTS, clear_run, is_run, read_config
+from flowdiff.runs.lock import LOCK_FILE, RunLock
 
 
 class RunExistsError(InvalidInputError):
@@ -42,7 +43,9 @@ class RunDirectory(Hook):
         if resume and force:
             raise InvalidInputError("resume continues a run and force replaces it; ask for one of them")
         self.out, self.data_info, self.resume, self.force = Path(out), data_info, resume, force
+        self.lock = RunLock(self.out)
         self._until = 0
+        self._saved_step: int | None = None  # the step of the newest checkpoint on disk
 
     def config(self, trainer) -> dict:
         """The full configuration recorded as config.json."""
@@ -56,31 +59,45 @@ class RunDirectory(Hook):
         return json.loads(json.dumps({"flowdiff_version": __version__, **described, "data": info.to_dict()}))
 
     def attach(self, trainer) -> None:
-        """Create the run directory, or check it and restore the latest checkpoint when resuming."""
+        """Create the run directory, or check it and restore the latest checkpoint when resuming; take its lock."""
         out = self.out
         if out.exists() and not out.is_dir():
             raise InvalidInputError(f"{out} is a file; choose a directory for the run")
-        if self.resume:
-            self._resume(trainer)
+        if self.resume and not is_run(out):
+            raise InvalidInputError(f"cannot resume: {out} has no {CONFIG_FILE} written by flowdiff (no run to "
+                                    "continue)")
+        if not self.resume:
+            self._check_replaceable()
+        self.lock.acquire()
+        try:
+            self._resume(trainer) if self.resume else self._create(trainer)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _check_replaceable(self) -> None:
+        """A new run goes into an empty (or missing) folder, or replaces a run with `force`."""
+        out = self.out
+        if not (out.is_dir() and any(entry.name != LOCK_FILE for entry in out.iterdir())):
             return
-        if out.is_dir() and any(out.iterdir()):
-            if not is_run(out):
-                raise RunExistsError(f"{out} exists and is not an empty or flowdiff run directory; choose "
-                                     "another directory")
-            if not self.force:
-                raise RunExistsError(f"run directory {out} already exists; continue it (resume), replace it "
-                                     "(force), or choose another directory")
-            clear_run(out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / CONFIG_FILE, self.config(trainer))
+        if not is_run(out):
+            raise InvalidInputError(f"{out} exists and is not an empty or flowdiff run directory; choose another "
+                                    "directory (nothing in it was touched)")
+        if not self.force:
+            raise RunExistsError(f"run directory {out} already exists; continue it (resume), replace it (force), "
+                                 "or choose another directory")
+
+    def _create(self, trainer) -> None:
+        if self.force:
+            clear_run(self.out)
+        write_json(self.out / CONFIG_FILE, self.config(trainer))
 
     def _resume(self, trainer) -> None:
-        if not is_run(self.out):
-            raise InvalidInputError(f"cannot resume: {self.out} has no {CONFIG_FILE} (no run to continue)")
         check_compatible(self.out, read_config(self.out), self.config(trainer))
         latest = latest_checkpoint(self.out)
         if latest is not None:
             restore(trainer, latest)
+            self._saved_step = trainer.step
         trainer.history = self._truncate_metrics(trainer.step)
 
     def _truncate_metrics(self, step: int) -> list[dict]:
@@ -101,6 +118,7 @@ class RunDirectory(Hook):
 
     def on_start(self, trainer, until: int) -> None:
         self._until = until
+        self.lock.acquire()  # held since attach, or again for a later fit
 
     def on_log(self, trainer, record: dict) -> None:
         with open(self.out / METRICS_FILE, "a", encoding="utf-8") as handle:
@@ -111,19 +129,26 @@ class RunDirectory(Hook):
             self.save(trainer)
 
     def on_end(self, trainer, error: BaseException | None) -> None:
-        if error is None:
-            self.save(trainer)
+        try:
+            if error is None and trainer.step != self._saved_step:
+                self.save(trainer)
+        finally:
+            self.lock.release()
 
     def save(self, trainer) -> Path:
         """Write a checkpoint of the trainer's current step (atomically); non-finite weights are refused."""
         state = trainer.state
-        if not all(bool(torch.isfinite(p).all()) for p in state.model.parameters()):
+        modules = [state.model] + ([state.ema.module] if state.ema is not None else [])
+        if not all(bool(torch.isfinite(p).all()) for module in modules for p in module.parameters()):
             latest = latest_checkpoint(self.out)
             kept = f"the last checkpoint ({latest.name}) is kept" if latest else "no checkpoint was written"
-            raise FlowdiffError(f"the weights became NaN or inf by step {state.step}; they were not saved and "
-                                f"{kept}; lower the learning rate (lr={trainer.config.lr}) or keep clipping on")
-        return save_checkpoint(self.out, state.step, state.model, state.ema.module if state.ema else None,
-                               state.state_dict())
+            raise FlowdiffError(f"the weights (or their EMA) became NaN or inf by step {state.step}; they were not "
+                                f"saved and {kept}; lower the learning rate (lr={trainer.config.lr}) or keep "
+                                "clipping on")
+        saved = save_checkpoint(self.out, state.step, state.model, state.ema.module if state.ema else None,
+                                state.state_dict())
+        self._saved_step = state.step
+        return saved
 
 
 def restore(trainer, checkpoint: Path) -> None:

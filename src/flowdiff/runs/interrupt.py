@@ -1,4 +1,4 @@
-"""`StopOnInterrupt`: the first Ctrl-C finishes the step, checkpoints and stops; a second one stops at once."""
+"""`StopOnInterrupt`: a first Ctrl-C or SIGTERM finishes the step, checkpoints and stops; a second stops at once."""
 
 from __future__ import annotations
 
@@ -9,24 +9,30 @@ from flowdiff.learning.training.hooks import Hook
 
 
 class StopOnInterrupt(Hook):
-    """While `fit` runs, SIGINT asks the trainer to stop after the current step (the previous handler
-    comes back at once, so a second Ctrl-C interrupts immediately, and for good when `fit` ends)."""
+    """While `fit` runs, SIGINT (Ctrl-C) and SIGTERM (what schedulers send) ask the trainer to stop after the
+    current step; the previous handlers come back at once, so a second signal interrupts immediately."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self._previous = None
+        self._previous: dict = {}
 
     def on_start(self, trainer, until: int) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be installed from the main thread
-        self._previous = previous = signal.getsignal(signal.SIGINT)
+        self._previous = {number: signal.getsignal(number) for number in self.SIGNALS}
 
         def handler(signum, frame):
             trainer.stop_requested = True
-            signal.signal(signal.SIGINT, previous)
+            self._restore()
 
-        signal.signal(signal.SIGINT, handler)
+        for number in self.SIGNALS:
+            signal.signal(number, handler)
+
+    def _restore(self) -> None:
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+        self._previous = {}
 
     def on_end(self, trainer, error: BaseException | None) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        self._restore()

@@ -54,8 +54,15 @@ def read_config(run_dir: str | Path) -> dict:
 
 
 def is_run(directory: Path) -> bool:
-    """True when `directory` holds a run's config.json."""
-    return (Path(directory) / CONFIG_FILE).is_file()
+    """True when `directory` holds a config.json that flowdiff wrote (marked by its "flowdiff_version").
+
+    A folder that merely has a file named config.json is not a run: replacing a run never touches it.
+    """
+    try:
+        config = json.loads((Path(directory) / CONFIG_FILE).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(config, dict) and "flowdiff_version" in config
 
 
 def clear_run(directory: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +49,16 @@ class Run:
         return self.data_info.unstandardize(out) if unstandardize else out
 
 
+def check_finite(network: nn.Module, file: Path) -> None:
+    """Refuse weights with NaN or inf (a diverged run): sampling them would only write NaN."""
+    bad = [name for name, tensor in network.state_dict().items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise InvalidInputError(f"the weights in {file} are not finite (NaN or inf in {', '.join(bad[:3])}"
+                                f"{', ...' if len(bad) > 3 else ''}): the run diverged; train it again with a lower "
+                                "learning rate")
+
+
 def build_from_config(config: dict) -> tuple[nn.Module, GaussianPath]:
     """The (untrained) network and the probability path that a config.json describes."""
     from flowdiff.learning.models import build_model
@@ -86,6 +95,7 @@ def load(run_dir: str | Path, device: str | torch.device | None = None, weights:
     model = as_velocity(network, path, config.get("prediction", "velocity"))
     if isinstance(model, nn.Module):
         model.eval()
-    step = json.loads((run_dir / CHECKPOINTS_DIR / LATEST_FILE).read_text())["step"]
+    check_finite(network, file)
+    step = int(checkpoint.name.removeprefix("step_"))
     return Run(model=model, path=path, config=config, data_info=DataInfo.from_dict(config["data"]),
                directory=run_dir, step=int(step), network=network)

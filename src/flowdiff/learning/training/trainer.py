@@ -160,6 +160,11 @@ class Trainer:
         self.state.model.eval()
         return TrainingResult(self.model, self.ema, list(self.history), self.step, stopped)
 
+    def close(self) -> None:
+        """End without training: the hooks let go of what they hold (a run directory's lock)."""
+        for hook in self.hooks:
+            hook.on_end(self, None)
+
     def _log(self, record: dict) -> None:
         if not math.isfinite(record["loss"]):
             raise FlowdiffError(f"the loss became {record['loss']} by step {record['step']}; lower the "

@@ -1,0 +1,119 @@
+"""What a run directory promises: one writer, no non-finite weights saved or loaded, signals save, debris and
+lost pointers survived, and replacing a run never touches a folder flowdiff did not write."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import flowdiff as fd
+from flowdiff.errors import InvalidInputError
+from flowdiff.learning.losses import flow_matching_loss
+from flowdiff.learning.models import MLP
+from flowdiff.runs.lock import RunLock, RunLockedError
+from flowdiff.runs.train import run_hooks
+
+DATA = torch.randn(256, 2, generator=torch.Generator().manual_seed(0))
+SETTINGS = dict(batch_size=32, steps=30, lr=3e-3, warmup=2, checkpoint_every=10, log_every=5, seed=1, device="cpu")
+
+
+def _trainer(out, resume=False, force=False, **kwargs):
+    torch.manual_seed(0)
+    return fd.Trainer(MLP(2, hidden=(16,), time_dim=8), fd.GaussianPath(), DATA,
+                      hooks=run_hooks(out, resume=resume, force=force), **{**SETTINGS, **kwargs})
+
+
+def test_a_second_writer_is_refused_while_the_first_one_lives(tmp_path):
+    first = _trainer(tmp_path / "run")  # holds the lock from here until its fit ends
+    owner = json.loads((tmp_path / "run" / ".lock").read_text())
+    assert owner["pid"] == os.getpid()
+    with pytest.raises(RunLockedError, match=f"being written by process {os.getpid()}"):
+        _trainer(tmp_path / "run", resume=True)
+    first.fit(until=10)
+    assert not (tmp_path / "run" / ".lock").exists()  # released when fit ends
+    assert _trainer(tmp_path / "run", resume=True).fit().step == 30
+
+
+def test_a_lock_of_another_live_process_refuses_and_a_dead_ones_is_taken_over(tmp_path):
+    (tmp_path / "run").mkdir()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock_file = tmp_path / "run" / ".lock"
+        lock_file.write_text(json.dumps({"pid": live.pid, "host": os.uname().nodename, "started": 0}))
+        with pytest.raises(RunLockedError, match=f"process {live.pid}"):
+            RunLock(tmp_path / "run").acquire()
+    finally:
+        live.kill()
+        live.wait()
+    lock = RunLock(tmp_path / "run")
+    lock.acquire()  # the process is gone: its lock is stale and taken over
+    assert json.loads(lock_file.read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not lock_file.exists()
+
+
+def test_sigterm_finishes_the_step_saves_and_stops(tmp_path):
+    calls = []
+
+    def loss_that_gets_sigterm(model, path, x1, **kwargs):
+        calls.append(1)
+        if len(calls) == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return flow_matching_loss(model, path, x1, **kwargs)
+
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt, match="stopped at step 7"):
+        fd.train(MLP(2, hidden=(8,)), fd.GaussianPath(), DATA, loss=loss_that_gets_sigterm, out=tmp_path / "run",
+                 **SETTINGS)
+    assert signal.getsignal(signal.SIGTERM) is handler
+    assert json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())["step"] == 7
+
+
+def test_a_lost_latest_json_resumes_from_the_newest_complete_checkpoint(tmp_path):
+    straight = _trainer(tmp_path / "a").fit()
+    first = _trainer(tmp_path / "b")
+    first.fit(until=20)
+    root = tmp_path / "b" / "checkpoints"
+    (root / "latest.json").unlink()
+    (root / "step_00000025").mkdir()  # an incomplete folder (no weights): never chosen
+    resumed = _trainer(tmp_path / "b", resume=True)
+    assert resumed.step == 20
+    result = resumed.fit()
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(result.model.state_dict()[name], value)
+
+
+def test_force_never_empties_a_folder_that_merely_has_a_config_json(tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "figures").mkdir(parents=True)
+    for name, text in [("config.json", '{"lr": 1}'), ("report.html", "<p>mine</p>"), ("figures/a.png", "png")]:
+        (mine / name).write_text(text)
+    with pytest.raises(InvalidInputError, match="not an empty or flowdiff run directory"):
+        _trainer(mine, force=True)
+    assert sorted(str(p.relative_to(mine)) for p in mine.rglob("*")) == [
+        "config.json", "figures", "figures/a.png", "report.html"]
+
+
+def test_non_finite_ema_weights_are_not_checkpointed_and_load_refuses_them(tmp_path):
+    trainer = _trainer(tmp_path / "run", log_every=25)
+    trainer.fit(until=10)
+    with torch.no_grad():
+        next(trainer.ema.module.parameters()).fill_(float("inf"))
+    with pytest.raises(fd.errors.FlowdiffError, match="NaN or inf by step 20"):
+        trainer.fit(until=30)
+    assert fd.load(tmp_path / "run").step == 10
+    # weights written by something else, not finite: load names the file and refuses
+    from safetensors.torch import load_file, save_file
+
+    file = tmp_path / "run" / "checkpoints" / "step_00000010" / "ema.safetensors"
+    tensors = load_file(str(file))
+    tensors[next(iter(tensors))].fill_(float("nan"))
+    save_file(tensors, str(file))
+    with pytest.raises(InvalidInputError, match="ema.safetensors are not finite"):
+        fd.load(tmp_path / "run")
