@@ -27,6 +27,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
     os.close(handle)
     temporary = Path(name)
+    os.chmod(temporary, 0o666 & ~current_umask())  # readable as any new file would be, not mkstemp's 0600
     try:
         yield temporary
         with open(temporary, "rb") as written:
@@ -35,6 +36,13 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's file-mode creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_with(path: str | Path, writer: Callable[[Path], object], suffix: str = "") -> Path:

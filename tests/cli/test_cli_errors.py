@@ -66,3 +66,12 @@ def test_score_and_noise_fields_start_after_zero():
     traj = fd.sample(net, path, n=3, steps=4, return_trajectory=True)
     assert float(traj.times[0]) == 0.0
     assert torch.isfinite(traj.final).all()
+
+
+def test_demo_into_an_existing_run_names_its_own_options(tmp_path, cli):
+    first = cli("demo", "--out", tmp_path / "d", "--steps", "5", "--batch", "16", "--hidden", "8", "--n", "16",
+                "--n-eval", "16", "--quality-steps", "1", "--quiet")
+    assert first.returncode == 0, first.stderr
+    again = cli("demo", "--out", tmp_path / "d", "--steps", "5", "--quiet")
+    assert again.returncode == 2 and again.stderr.count("\n") == 1
+    assert "--force" in again.stderr and "--resume" not in again.stderr

@@ -117,3 +117,18 @@ def test_non_finite_ema_weights_are_not_checkpointed_and_load_refuses_them(tmp_p
     save_file(tensors, str(file))
     with pytest.raises(InvalidInputError, match="ema.safetensors are not finite"):
         fd.load(tmp_path / "run")
+
+
+def test_written_files_and_folders_have_ordinary_modes(tmp_path):
+    """Temporary files are made 0600 and folders 0700; what flowdiff leaves must be readable as usual."""
+    previous = os.umask(0o022)
+    try:
+        _trainer(tmp_path / "run", steps=10).fit()
+    finally:
+        os.umask(previous)
+    run = tmp_path / "run"
+    checkpoint = run / "checkpoints" / "step_00000010"
+    assert (run / "config.json").stat().st_mode & 0o777 == 0o644
+    assert (run / "checkpoints" / "latest.json").stat().st_mode & 0o777 == 0o644
+    assert checkpoint.stat().st_mode & 0o777 == 0o755
+    assert (checkpoint / "model.safetensors").stat().st_mode & 0o777 == 0o644

@@ -50,6 +50,7 @@ def demo_command(
     from flowdiff.learning.training.config import TrainConfig
     from flowdiff.plots.demo_report import DemoSettings, write_demo_report
     from flowdiff.runs.build import build_trainer
+    from flowdiff.runs.directory import RunExistsError
 
     if data not in TOY_DATASETS:
         raise InvalidInputError(f"the demo runs on a 2-D toy set; choose --data from {', '.join(TOY_DATASETS)}")
@@ -62,7 +63,10 @@ def demo_command(
     out = Path(out) if out is not None else free_directory(Path("runs") / "demo")
     configure_threads(threads, device, "vectors")
     started = time.perf_counter()
-    trainer = build_trainer(config, out, force=force, hooks=[] if quiet else [TrainingProgress()])
+    try:
+        trainer = build_trainer(config, out, force=force, hooks=[] if quiet else [TrainingProgress()])
+    except RunExistsError:
+        raise InvalidInputError(f"{out} already holds a run; replace it with --force or choose another --out") from None
     result = trainer.fit()
     train_seconds = time.perf_counter() - started
     report = write_demo_report(out, result.history, settings, train_seconds)

@@ -8,6 +8,7 @@ they are mapped to class indices 0..K-1 and the original values are kept as clas
 from __future__ import annotations
 
 import csv
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,6 +163,16 @@ def _load_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndar
     return x, y
 
 
+def _reason(error: Exception) -> str:
+    """Why a data file could not be read, in words that never advise loading pickled objects."""
+    text = str(error)
+    if "pickle" in text:
+        return "it is not a numeric .npy array: no array header (flowdiff never loads pickled objects)"
+    if isinstance(error, zipfile.BadZipFile):
+        return "it is not a complete .npz (zip) archive: truncated or not an .npz"
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def load_vectors(path: str | Path, label_column: str | None = None) -> VectorData:
     """Read vectors (and optional labels) from a .npy, .npz or .csv file, checking them."""
     path = Path(path).expanduser()
@@ -183,8 +194,8 @@ def load_vectors(path: str | Path, label_column: str | None = None) -> VectorDat
             x, labels = _load_csv(path, label_column)
     except InvalidInputError:
         raise
-    except (OSError, ValueError, EOFError) as error:
-        raise InvalidInputError(f"{path}: cannot read the file ({error})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, csv.Error) as error:
+        raise InvalidInputError(f"{path}: cannot read the file ({_reason(error)})") from None
     x = _check_vectors(np.asarray(x), str(path))
     if labels is None:
         return VectorData(x, None, None, None, str(path))

@@ -7,6 +7,7 @@ Small sets fit in memory, so a training step is a tensor index, not a file read.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def is_image_spec(spec: str | Path) -> bool:
         try:
             with np.load(path, allow_pickle=False) as archive:
                 return "images" in archive.files
-        except (OSError, ValueError):
+        except (OSError, ValueError, zipfile.BadZipFile):
             return True  # load_images reports the unreadable file
     return False
 
@@ -219,8 +220,8 @@ def _load_npz(path: Path) -> ImageData:
             names = [str(n) for n in archive["class_names"]] if "class_names" in files else None
     except InvalidInputError:
         raise
-    except (OSError, ValueError) as error:
-        raise InvalidInputError(f"{path}: cannot read this .npz file ({error})") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise InvalidInputError(f"{path}: cannot read this .npz file ({error}); is it complete?") from None
     if images.ndim == 3:
         images = images[:, None]
     elif images.ndim == 4:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from flowdiff.atomic import write_json
+from flowdiff.atomic import current_umask, write_json
 from flowdiff.errors import InvalidInputError
 from flowdiff.runs.layout import CHECKPOINTS_DIR, EMA_WEIGHTS, LATEST_FILE, MODEL_WEIGHTS, TRAINING_STATE
 
@@ -45,12 +45,14 @@ def save_checkpoint(
     name = f"step_{step:08d}"
     final = root / name
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
+    os.chmod(tmp, 0o777 & ~current_umask())  # an ordinary folder's mode, not mkdtemp's 0700
     try:
         save_file(_tensors_for_safetensors(model), str(tmp / MODEL_WEIGHTS))
         if ema is not None:
             save_file(_tensors_for_safetensors(ema), str(tmp / EMA_WEIGHTS))
         torch.save(state, tmp / TRAINING_STATE)
         for entry in tmp.iterdir():
+            os.chmod(entry, 0o666 & ~current_umask())  # safetensors writes 0600
             with open(entry, "rb") as handle:
                 os.fsync(handle.fileno())
         if final.exists():  # the same step saved again (e.g. after a resume): move the old one aside
