@@ -8,6 +8,7 @@ the overall progress in "done" out of "total" steps and a "task" naming the simu
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,9 +77,36 @@ def resolve(process: str, sigmas: Sequence[float] | None = None, paths: int | No
     if process != "ou" and len(settings.sigmas) > 1:
         raise InvalidInputError(f"{process} takes one sigma, got {len(settings.sigmas)}; several sigmas are for 'ou'")
     for value, name in [*((s, "sigma") for s in settings.sigmas), (theta, "theta")]:
-        if not value >= 0:
-            raise InvalidInputError(f"{name} must be >= 0, got {value}")
+        if not (math.isfinite(value) and value >= 0):
+            raise InvalidInputError(f"{name} must be a finite number >= 0, got {value}")
+    _check_memory(settings)
     return settings
+
+
+MEMORY_SHARE = 0.5
+"""The largest share of the machine's memory that the saved paths may take."""
+
+
+def _check_memory(settings: Settings) -> None:
+    """Refuse up front paths x (steps + 1) x dimensions that cannot be held in memory, with the estimate."""
+    dims = 1 if settings.process in ("brownian", "ou") else 2
+    needed = 4 * settings.paths * (settings.steps + 1) * dims * len(settings.sigmas)  # float32 states, all saved
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > MEMORY_SHARE * available:
+        raise InvalidInputError(
+            f"{settings.paths} paths x {settings.steps + 1} times x {dims} coordinates need {needed / 2**30:.3g} GiB "
+            f"to keep every state, more than half of this machine's {available / 2**30:.3g} GiB; use fewer paths or "
+            "steps")
+
+
+def check_finite(simulation_label: str, trajectory) -> None:
+    """Refuse paths that became NaN or inf (a diverging or too stiff process), naming where."""
+    finite = torch.isfinite(trajectory.states.reshape(len(trajectory.times), -1)).all(dim=1)
+    if not bool(finite.all()):
+        first = int((~finite).nonzero()[0])
+        raise InvalidInputError(
+            f"the {simulation_label} paths became NaN or inf at t = {float(trajectory.times[first]):.4g} (step "
+            f"{first}): the process diverges at this step size; use a smaller theta or sigma, or more steps")
 
 
 def flow_drift(theta: float, omega: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -137,6 +165,7 @@ def simulate_process(settings: Settings, callback: Callable[[dict], None] | None
     for k, (label, sigma, equation, x0) in enumerate(equations):
         step = _reporting(callback, label, k * settings.steps, total)
         trajectory = simulate(equation, x0, ts, settings.solver, save="all", generator=generator, callback=step)
+        check_finite(label, trajectory)
         runs.append((sigma, trajectory.states))
     return Simulation(settings, trajectory.times, runs, density, drift)
 

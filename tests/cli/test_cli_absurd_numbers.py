@@ -1,0 +1,29 @@
+"""Absurd or non-finite numbers are refused in one line, before any work, naming the setting or the step."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--theta", "inf"], "theta must be a finite number >= 0, got inf"),
+    (["--sigma", "nan"], "Invalid value for '--sigma'"),
+    (["--steps", "99999999999999999999"], "to keep every state, more than half of this machine's"),
+    (["--theta", "1e30"], "paths became NaN or inf at t = 0.04 (step 2)"),
+])
+def test_simulate_refuses_absurd_numbers_in_one_line(tmp_path, cli, args, message):
+    result = cli("simulate", "ou", *args, "--out", tmp_path / "figures")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+    assert not (tmp_path / "figures").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lr", "inf"], "lr must be a finite number > 0"),
+    (["--ema-decay", "1"], "ema_decay must lie in [0, 1)"),
+    (["--steps", "0"], "--steps"),
+])
+def test_train_refuses_absurd_numbers_before_creating_anything(tmp_path, cli, args, message):
+    result = cli("train", "--data", "moons", "--out", tmp_path / "run", *args, "--quiet")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr and not (tmp_path / "run").exists()
