@@ -64,3 +64,17 @@ def build_trainer(config: TrainConfig, out: str | Path | None = None, resume: bo
     model = build_network(config, dataset)
     return Trainer(model, GaussianPath(config.schedule), dataset.x, labels=dataset.y, config=config,
                    hooks=[*run_hooks(out, dataset.info, resume, force), *hooks])
+
+
+def check_data_unchanged(config: dict, directory: str | Path) -> None:
+    """Refuse when the data a run was trained on (a file or an image set) no longer has its recorded checksum."""
+    from flowdiff.learning.training.batches import fingerprint
+
+    stored, training = config.get("resolved", {}).get("data_checksum"), config.get("training", {})
+    if stored is None or not isinstance(training, dict) or training.get("data") is None:
+        return  # not recorded (a run of the Python API): nothing to compare with
+    dataset = load_training_data(TrainConfig.from_dict(training, source=f"{directory}/config.json"))
+    labels = None if dataset.y is None else dataset.y.long()
+    if fingerprint(dataset.x.float(), labels) != stored:
+        raise InvalidInputError(f"the data {training['data']} changed since {directory} was trained on it (its "
+                                "checksum differs); evaluate against the data the run was trained on, or train again")

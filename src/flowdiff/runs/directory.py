@@ -173,8 +173,9 @@ def check_compatible(out: Path, stored: dict, current: dict) -> None:
     problems += [f"{key} {old.get(key)!r} vs now {value!r}" for key, value in new.items()
                  if key not in NOT_RESULT_FIELDS and old.get(key) != value]
     old, new = stored.get("resolved", {}), current["resolved"]
-    problems += [f"{key} {old.get(key)!r} vs now {new[key]!r}" for key in ("loss", "coupling", "conditional",
-                                                                          "data_checksum")
+    if old.get("data_checksum") not in (None, new["data_checksum"]):
+        problems.append("the training data changed (its checksum differs)")
+    problems += [f"{key} {old.get(key)!r} vs now {new[key]!r}" for key in ("loss", "coupling", "conditional")
                  if old.get(key) != new[key]]
     if problems:
         raise IncompatibleError(f"cannot resume {out}: it was trained with different settings: "

@@ -32,6 +32,9 @@ def load_reference(run, n: int, seed: int = 0) -> Reference:
         data = load_dataset(info.name, n=2 * n, generator=generator)
         held_out, description = True, f"a fresh draw of {info.name} (seed {HELD_OUT_OFFSET + seed})"
     elif info.source in ("file", "images"):
+        from flowdiff.runs.build import check_data_unchanged
+
+        check_data_unchanged(run.config, run.directory)
         if info.source == "file":
             data = load_dataset(info.name, label_column=training.get("label_column"), standardize=False)
         else:

@@ -70,10 +70,15 @@ class InMemoryData:
 
     def checksum(self) -> str:
         """A fingerprint of the data and labels, so that a run is resumed on the same data."""
-        digest = hashlib.blake2b(digest_size=12)
-        for tensor in (self.x, self.y):
-            if tensor is not None:
-                array = np.ascontiguousarray(tensor.detach().cpu().numpy())
-                digest.update(str(array.shape).encode())
-                digest.update(memoryview(array).cast("B"))
-        return digest.hexdigest()
+        return fingerprint(self.x, self.y)
+
+
+def fingerprint(x: torch.Tensor, y: torch.Tensor | None) -> str:
+    """A checksum (BLAKE2b, 96 bits) of training data and labels, their shapes included."""
+    digest = hashlib.blake2b(digest_size=12)
+    for tensor in (x, y):
+        if tensor is not None:
+            array = np.ascontiguousarray(tensor.detach().cpu().numpy())
+            digest.update(str(array.shape).encode())
+            digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
