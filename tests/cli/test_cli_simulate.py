@@ -157,7 +157,7 @@ def test_one_simulation_per_sigma_reports_every_step_to_the_callback():
     ({"t_end": float("inf")}, ["t_end must be a positive number"]),
     ({"omega": float("nan")}, ["omega must be a finite rotation rate"]),
     ({"modes": 0}, ["modes must be between 1 and 64"]),
-    ({"sigmas": [1.0, -1.0]}, ["sigma must be >= 0"]),
+    ({"sigmas": [1.0, -1.0]}, ["sigma must be a finite number >= 0"]),
 ])
 def test_library_errors_name_settings_not_flags(settings, words):
     from flowdiff.errors import InvalidInputError
