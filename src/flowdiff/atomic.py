@@ -8,6 +8,7 @@ one; the temporary file is removed on failure.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -23,8 +24,14 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     `suffix` keeps the extension a writer needs to pick its format (".png", ".gif", ".npz").
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OSError(errno.ENOTDIR, "a file is in the way of its folder", str(path)) from None
+    try:
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(path)) from None
     os.close(handle)
     temporary = Path(name)
     os.chmod(temporary, 0o666 & ~current_umask())  # readable as any new file would be, not mkstemp's 0600
@@ -33,6 +40,9 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
         os.replace(temporary, path)
+    except OSError as error:  # name the file the user asked for, not the temporary one
+        temporary.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(path)) from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

@@ -141,3 +141,17 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(InvalidInputError, match="steps"):
         fd.sample(model, path, n=2, steps=0)
     assert fd.sample(conditional, path, n=3, y=3, steps=2).shape == (3, 2)  # the null label is allowed
+
+
+def test_samples_that_become_non_finite_are_an_error_not_a_result():
+    """A field that blows up (here u = 1e20 x; in practice absurd guidance or a diverged network) drives the
+    float32 samples to inf within a few steps: say so instead of returning them."""
+
+    class Exploding(torch.nn.Module):
+        data_shape = (2,)
+
+        def forward(self, x, t):
+            return 1e20 * x
+
+    with pytest.raises(InvalidInputError, match=r"samples became NaN or inf \(steps=8, sigma=0.0, guidance=1.0\)"):
+        fd.sample(Exploding(), fd.GaussianPath(), n=16, steps=8, generator=torch.Generator().manual_seed(0))

@@ -132,3 +132,16 @@ def test_written_files_and_folders_have_ordinary_modes(tmp_path):
     assert (run / "checkpoints" / "latest.json").stat().st_mode & 0o777 == 0o644
     assert checkpoint.stat().st_mode & 0o777 == 0o755
     assert (checkpoint / "model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+def test_write_errors_name_the_file_asked_for_not_a_temporary_one(tmp_path):
+    from flowdiff import atomic
+
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(OSError) as caught:
+        atomic.write_text(tmp_path / "afile" / "x.json", "{}")
+    assert caught.value.filename == str(tmp_path / "afile" / "x.json") and "in the way" in caught.value.strerror
+    with pytest.raises(OSError) as caught:
+        atomic.write_with(tmp_path / "y.json", lambda tmp: (_ for _ in ()).throw(OSError(28, "No space left")))
+    assert caught.value.filename == str(tmp_path / "y.json") and caught.value.strerror == "No space left"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # no temporary file left behind

@@ -110,5 +110,10 @@ def sample(
                                  NoiseScale(sigma), solver or "euler_maruyama", ode_tail, generator, save, callback)
     else:
         trajectory = ode_sampler(velocity, x0, ts, solver or "heun", save, callback)
+    if not bool(torch.isfinite(trajectory.final).all()):
+        raise InvalidInputError(
+            f"the samples became NaN or inf (steps={steps}, sigma={sigma if not callable(sigma) else 'sigma(t)'}, "
+            f"guidance={guidance}): the field diverges on this grid; use more steps, a smaller sigma or guidance, "
+            "or check the model's weights")
     return trajectory if return_trajectory else trajectory.final
 
