@@ -24,3 +24,18 @@ def test_a_truncated_npz_is_one_line(tmp_path, cli):
     result = cli("train", "--data", tmp_path / "cut.npz", "--out", tmp_path / "run", "--quiet")
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "cut.npz" in result.stderr and "is it complete?" in result.stderr
+
+
+def test_a_decompression_bomb_is_refused_not_decoded(tmp_path, monkeypatch):
+    """PIL refuses images beyond twice MAX_IMAGE_PIXELS; here the limit is lowered instead of making a huge file."""
+    from PIL import Image
+
+    from flowdiff.data.images import load_images
+    from flowdiff.errors import InvalidInputError
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("L", (64, 64)).save(folder / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(InvalidInputError, match="too large to decode safely"):
+        load_images(str(folder))

@@ -97,11 +97,12 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypat
     before = (tmp_path / "run" / "checkpoints" / "step_00000015" / "model.safetensors").read_bytes()
 
     def broken_save(*args, **kwargs):
-        raise OSError("disk full")
+        raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", broken_save)  # the state file is written after the weights
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OSError, match="No space left on device .the checkpoint was not written") as caught:
         trainer.fit(until=30)
+    assert caught.value.filename == str(tmp_path / "run" / "checkpoints" / "step_00000030")
     root = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in root.iterdir()) == ["latest.json", "step_00000015"]  # no temp folder left
     assert json.loads((root / "latest.json").read_text())["step"] == 15

@@ -145,3 +145,18 @@ def test_write_errors_name_the_file_asked_for_not_a_temporary_one(tmp_path):
         atomic.write_with(tmp_path / "y.json", lambda tmp: (_ for _ in ()).throw(OSError(28, "No space left")))
     assert caught.value.filename == str(tmp_path / "y.json") and caught.value.strerror == "No space left"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["data"].update(shape="abc"), "the data description is malformed"),
+    (lambda c: c.update(data=7), r"lacks the entries \['data'\]"),
+    (lambda c: c["model"].update(hidden="x"), "cannot be rebuilt"),
+])
+def test_a_config_json_that_is_json_but_not_a_config_is_one_error(tmp_path, change, message):
+    _trainer(tmp_path / "run", steps=10).fit()
+    file = tmp_path / "run" / "config.json"
+    config = json.loads(file.read_text())
+    change(config)
+    file.write_text(json.dumps(config))
+    with pytest.raises(InvalidInputError, match=message):
+        fd.load(tmp_path / "run")

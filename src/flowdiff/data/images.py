@@ -284,6 +284,9 @@ def _read_image(path: Path):
         with Image.open(path) as image:
             image.load()
             return image.copy()
+    except Image.DecompressionBombError:
+        raise InvalidInputError(f"{path}: the image is too large to decode safely (more than {Image.MAX_IMAGE_PIXELS} "
+                                "pixels: a decompression bomb?)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise InvalidInputError(f"{path}: cannot read this image ({error})") from None
 

@@ -36,9 +36,22 @@ class DataInfo:
     @classmethod
     def from_dict(cls, values: dict) -> DataInfo:
         """Rebuild from `to_dict` output (unknown keys are ignored)."""
+        if not isinstance(values, dict):
+            raise InvalidInputError(f"a data description must be a table of fields, got {type(values).__name__}")
         known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
-        if "shape" in known:
-            known["shape"] = tuple(int(s) for s in known["shape"])
+        try:
+            if "shape" in known:
+                known["shape"] = tuple(int(s) for s in known["shape"])
+            if known.get("num_classes") is not None:
+                known["num_classes"] = int(known["num_classes"])
+            for key in ("mean", "std"):
+                if known.get(key) is not None:
+                    known[key] = [float(v) for v in known[key]]
+        except (TypeError, ValueError) as error:
+            raise InvalidInputError(f"the data description is malformed ({error}): {values}") from None
+        kind = known.get("kind", "vectors")
+        if not all(s >= 1 for s in known.get("shape", (1,))) or kind not in ("vectors", "images"):
+            raise InvalidInputError(f"the data description is malformed (kind or shape): {values}")
         return cls(**known)
 
     def standardize(self, x: torch.Tensor) -> torch.Tensor:

@@ -59,6 +59,10 @@ def save_checkpoint(
             stale = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.old."))
             os.replace(final, stale / name)
         os.replace(tmp, final)
+    except OSError as error:  # a full or read-only disk: name the checkpoint, not the temporary folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(error.errno, f"{error.strerror or error} (the checkpoint was not written; the previous one "
+                      "is kept)", str(final)) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+from flowdiff.data.info import DataInfo
 from flowdiff.errors import InvalidInputError
 
 CONFIG_FILE = "config.json"
@@ -50,6 +51,10 @@ def read_config(run_dir: str | Path) -> dict:
     missing = [key for key in ("model", "path", "data") if not isinstance(config.get(key), dict)]
     if missing:
         raise InvalidInputError(f"{file} lacks the entries {missing}; it was not written by flowdiff")
+    try:
+        DataInfo.from_dict(config["data"])
+    except InvalidInputError as error:
+        raise InvalidInputError(f"{file}: {error}") from None
     return config
 
 
