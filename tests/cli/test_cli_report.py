@@ -94,7 +94,10 @@ def test_report_of_a_2d_run_draws_samples_trajectories_and_the_field(runs, cli):
     assert done.returncode == 0, done.stderr
     images = report_images(run / "run_report.html")
     assert set(images) == {"loss", "samples", "trajectories", "vector_field"}
-    assert "Sample statistics" in (run / "run_report.html").read_text()
+    page = (run / "run_report.html").read_text()
+    assert "Sample statistics" in page
+    # its "Reproduce" commands run on this unconditional run: no --guidance, which it would refuse
+    assert f"flowdiff report {run} --n 200 --steps 4 --seed 0" in page and "--guidance" not in page
 
 
 def test_report_of_a_higher_dimensional_run_shows_sample_statistics(tmp_path, cli):

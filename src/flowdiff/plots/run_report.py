@@ -291,7 +291,8 @@ def write_run_report(run_dir: str | Path, n: int | None = None, steps: int = 20,
 
     guidance = ",".join(f"{w:g}" for w in scales)
     report.heading("Reproduce")
-    report.code(f"flowdiff report {run_dir} --n {n} --steps {steps} --guidance {guidance} --seed {seed}\n"
+    guidance_option = f" --guidance {guidance}" if run.num_classes is not None else ""
+    report.code(f"flowdiff report {run_dir} --n {n} --steps {steps}{guidance_option} --seed {seed}\n"
                 f"flowdiff sample {run_dir} --steps {steps} "
                 + ("--n 64" if run.num_classes is None else "--n 8 --label all --guidance 3"))
     return report.write(run_dir / "run_report.html")
