@@ -46,13 +46,16 @@ def eval_command(
                              "directory)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing eval.json and eval.png."),
 ) -> None:
     """Sample quality against NFE for several solvers, and the NLL of held-out data; writes eval.json/png."""
+    from flowdiff.cli.options import refuse_overwrite
     from flowdiff.cli.progress import progress_bar
     from flowdiff.plots.evaluation import write_evaluation
-    from flowdiff.runs.evaluation import evaluate_run, output_directory
+    from flowdiff.runs.evaluation import EVAL_JSON, EVAL_PNG, evaluate_run, output_directory
 
     out_dir = output_directory(run_dir, out)
+    refuse_overwrite([out_dir / EVAL_JSON, out_dir / EVAL_PNG], force)
     with progress_bar(disable=quiet) as bar:
         task = bar.add_task("evaluating", total=None)
 

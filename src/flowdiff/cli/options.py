@@ -65,3 +65,15 @@ def number_list(kind: type, low: float | None = None, what: str = "values") -> C
         return values
 
     return parse
+
+
+def refuse_overwrite(paths, force: bool) -> None:
+    """The one overwrite rule of every command that writes: existing outputs are kept unless --force."""
+    from pathlib import Path
+
+    from flowdiff.errors import InvalidInputError
+
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing and not force:
+        raise InvalidInputError(f"{', '.join(existing)} already exists; pass --force to overwrite it, or choose "
+                                "another --out")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from flowdiff.cli.options import choice, names
+from flowdiff.cli.options import choice, names, refuse_overwrite
 from flowdiff.dynamics.solvers import SOLVERS
 from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.learning.sampling import GRIDS
@@ -54,9 +54,7 @@ def sample_command(
     run = load(run_dir, device=device)
     configure_threads(None, device, run.data_info.kind)
     out = Path(out) if out is not None else Path(run_dir) / "samples.npz"
-    existing = [str(p) for p in sample_files(run, out) if p.exists()]
-    if existing and not force:
-        raise InvalidInputError(f"{', '.join(existing)} already exists; pass --force to overwrite or choose --out")
+    refuse_overwrite(sample_files(run, out), force)
     check_label_options(run, label, guidance)
     y = labels_for(run, label, n)
     x = run.sample(n=n if y is None else len(y), steps=steps, solver=solver, sigma=sigma, y=y, guidance=guidance,

@@ -33,11 +33,14 @@ def simulate_command(
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the random generator."),
     out: Path = typer.Option(Path("figures"), "--out", help="Directory for <process>.png (and .gif)."),
     animate: bool = typer.Option(False, "--animate", help="Also write an animated GIF."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing figures of this process in --out."),
 ) -> None:
     """Simulate a process of Lecture 1 (brownian, ou, langevin, flow) and draw it as PNG (and GIF)."""
+    from flowdiff.cli.options import refuse_overwrite
     from flowdiff.cli.progress import progress_bar
     from flowdiff.plots.lecture1_run import run
 
+    refuse_overwrite([out / f"{process}.png", *([out / f"{process}.gif"] if animate else [])], force)
     with progress_bar() as bar:
         task = bar.add_task(process, total=None)
 
