@@ -19,3 +19,14 @@ def train_briefly(model, path, data: torch.Tensor, labels: torch.Tensor | None =
 def energy_distance(x: torch.Tensor, y: torch.Tensor) -> float:
     """2 E|X - Y| - E|X - X'| - E|Y - Y'| (V-statistic): zero iff the distributions agree."""
     return float(2 * torch.cdist(x, y).mean() - torch.cdist(x, x).mean() - torch.cdist(y, y).mean())
+
+
+def check_time_and_label_conditioning(model, x: torch.Tensor) -> None:
+    """The network's output moves with its time and with its label (relative change above 1e-3)."""
+    n = x.shape[0]
+    with torch.no_grad():
+        base = model(x, torch.tensor(0.5), y=torch.full((n,), 3))
+        other_label = model(x, torch.tensor(0.5), y=torch.full((n,), 7))
+        other_time = model(x, torch.tensor(0.9), y=torch.full((n,), 3))
+    assert (base - other_label).abs().mean() > 1e-3 * base.abs().mean()
+    assert (base - other_time).abs().mean() > 1e-3 * base.abs().mean()

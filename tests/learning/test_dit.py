@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from helpers import check_time_and_label_conditioning
 
 from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.learning.models import MODELS, build_model
@@ -44,13 +45,7 @@ def test_adaln_zero_starts_as_the_zero_field():
 
 
 def test_output_depends_on_time_and_label(small8):
-    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        base = small8(x, torch.tensor(0.5), y=torch.full((4,), 3))
-        other_label = small8(x, torch.tensor(0.5), y=torch.full((4,), 7))
-        other_time = small8(x, torch.tensor(0.9), y=torch.full((4,), 3))
-    assert (base - other_label).abs().mean() > 1e-3 * base.abs().mean()
-    assert (base - other_time).abs().mean() > 1e-3 * base.abs().mean()
+    check_time_and_label_conditioning(small8, torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)))
 
 
 def test_null_label_is_y_none(small8):
