@@ -1,0 +1,426 @@
+"""Contracts of the learning core that mutation testing found unchecked: exact values, whole messages,
+the losses' own random draws, and the device and thread choices (with CUDA/MPS availability faked)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+
+import flowdiff as fd
+from flowdiff.errors import IncompatibleError, InvalidInputError
+from flowdiff.learning import devices, guidance
+from flowdiff.learning.likelihood import _draw_probes, bits_per_dim
+from flowdiff.learning.losses import FlowMatching, ScoreMatching, drop_labels, path_batch, score_matching_loss
+from flowdiff.learning.predictions import Converted, as_score
+from flowdiff.learning.training.batches import check_labels_for
+from flowdiff.learning.training.config import TrainConfig, load_toml, read_toml
+from flowdiff.learning.training.ema import EMA
+
+
+def raises_exactly(error: type, message: str):
+    """pytest.raises matching the whole message, not a part of it."""
+    return pytest.raises(error, match="^" + re.escape(message) + "$")
+
+
+# devices and threads
+
+
+@pytest.fixture
+def thread_calls(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    return calls
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_configure_threads_sets_the_given_number(thread_calls, threads):
+    devices.configure_threads(threads, "cuda", "images")
+    assert thread_calls == [threads]
+
+
+@pytest.mark.parametrize("threads", [0, -2, True, 2.0, 2.5, "2"])
+def test_configure_threads_refuses_what_is_not_an_integer_of_at_least_one(thread_calls, threads):
+    with raises_exactly(InvalidInputError, f"the number of CPU threads must be an integer >= 1, got {threads!r}"):
+        devices.configure_threads(threads, "cpu", "vectors")
+    assert thread_calls == []
+
+
+@pytest.mark.parametrize("device, kind, cuda, expected", [
+    ("cpu", "vectors", False, [1]), ("auto", "vectors", False, [1]), ("cpu", "images", False, []),
+    ("cuda", "vectors", False, []), ("cpu", "vectors", True, []), ("auto", "vectors", True, []),
+])
+def test_one_thread_only_for_vectors_on_a_machine_without_cuda(thread_calls, monkeypatch, device, kind, cuda,
+                                                               expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    devices.configure_threads(None, device, kind)
+    assert thread_calls == expected
+
+
+@pytest.mark.parametrize("mps", [False, True])
+def test_auto_picks_cuda_then_mps_then_cpu(monkeypatch, mps):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert devices._mps_available() is mps
+    assert devices.pick_device("auto") == torch.device("mps" if mps else "cpu")
+    assert devices.pick_device(None) == torch.device("mps" if mps else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert devices.pick_device("auto") == torch.device("cuda")
+    assert devices.pick_device("cuda:1") == torch.device("cuda:1")
+
+
+def test_an_unavailable_accelerator_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with raises_exactly(InvalidInputError, "device mps was asked for, but MPS is not available here; use the cpu"):
+        devices.pick_device("mps")
+    with raises_exactly(InvalidInputError,
+                        "device cuda was asked for, but CUDA is not available here; use the cpu"):
+        devices.pick_device("cuda")
+    with raises_exactly(InvalidInputError, "unknown device 'gpu'; use auto, cpu, cuda, cuda:N or mps"):
+        devices.pick_device("gpu")
+
+
+def test_without_an_mps_backend_there_is_no_mps(monkeypatch):
+    monkeypatch.delattr(torch.backends, "mps")
+    assert devices._mps_available() is False
+
+
+# likelihood: probes and bits per dimension
+
+
+def test_rademacher_probes_are_plus_minus_one_in_the_data_dtype():
+    x = torch.zeros(3, 2, 2, dtype=torch.float64)
+    probes = _draw_probes(5, x, "rademacher", torch.Generator().manual_seed(0))
+    bits = torch.randint(0, 2, (5, 3, 4), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(probes, (2 * bits - 1).double(), rtol=0, atol=0)
+    gaussian = _draw_probes(5, x, "gaussian", torch.Generator().manual_seed(0))
+    want = torch.randn((5, 3, 4), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(gaussian, want, rtol=0, atol=0)
+
+
+def test_probes_without_a_generator_come_from_the_global_stream():
+    x = torch.zeros(1, 3)
+    torch.manual_seed(4)
+    probes = _draw_probes(2, x, "rademacher", None)
+    torch.manual_seed(4)
+    want = 2 * torch.randint(0, 2, (2, 1, 3)) - 1
+    torch.testing.assert_close(probes, want.float(), rtol=0, atol=0)
+    assert probes.dtype == torch.float32
+
+
+def test_a_single_point_gets_one_probe_per_dimension():
+    """Batch 1: the probe shape is read from the point, not from a second one."""
+    x = torch.zeros(1, 4, dtype=torch.float64)
+    assert _draw_probes(3, x, "gaussian", torch.Generator().manual_seed(1)).shape == (3, 1, 4)
+
+
+def test_bits_per_dim_at_the_edges_of_its_arguments():
+    # one dimension, two levels on [-1, 1]: one bin has width 1, log p = -log 2 (uniform) is 1 bit
+    assert float(bits_per_dim(torch.tensor(-math.log(2.0)), 1, levels=2)) == pytest.approx(1.0, rel=1e-6)
+    assert float(bits_per_dim(torch.tensor([0.0]), 1, levels=4, data_range=4.0)) == pytest.approx(0.0, abs=1e-7)
+    with raises_exactly(InvalidInputError, "dims must be a positive integer, got 0"):
+        bits_per_dim(torch.zeros(1), 0)
+    with raises_exactly(InvalidInputError, "dims must be a positive integer, got 2.0"):
+        bits_per_dim(torch.zeros(1), 2.0)
+    with raises_exactly(InvalidInputError, "need levels >= 2 and data_range > 0, got 1, 2.0"):
+        bits_per_dim(torch.zeros(1), 3, levels=1)
+    with raises_exactly(InvalidInputError, "need levels >= 2 and data_range > 0, got 256, 0.0"):
+        bits_per_dim(torch.zeros(1), 3, data_range=0.0)
+
+
+# training data, configuration and EMA
+
+
+class Labelled(torch.nn.Module):
+    num_classes = 3
+
+
+def test_labels_must_be_integers_and_match_the_model():
+    model = Labelled()
+    got = check_labels_for(model, torch.tensor([0.0, 2.0, 1.0]), 3)
+    assert got.dtype == torch.long and got.tolist() == [0, 2, 1]
+    assert check_labels_for(model, torch.tensor([2, 0]), 2).tolist() == [2, 0]
+    with raises_exactly(InvalidInputError, "labels must be integers (class indices 0..K-1)"):
+        check_labels_for(model, torch.tensor([0.0, 1.5]), 2)
+    with raises_exactly(InvalidInputError, "labels must have shape (3,) to match the data, got (2,)"):
+        check_labels_for(model, torch.tensor([0, 1]), 3)
+    with raises_exactly(InvalidInputError,
+                        "labels must lie in 0..2 for a model with num_classes=3, got values from 0 to 3"):
+        check_labels_for(model, torch.tensor([0, 3]), 2)
+    with raises_exactly(IncompatibleError,
+                        "labels were given, but the model has no label embedding; build it with num_classes=K"):
+        check_labels_for(torch.nn.Identity(), torch.tensor([0, 1]), 2)  # no num_classes attribute at all
+
+
+def test_from_dict_messages_name_the_source():
+    with raises_exactly(InvalidInputError, "the configuration must be a table of settings, got list"):
+        TrainConfig.from_dict([("steps", 3)])
+    known = ", ".join(sorted(f for f in TrainConfig().to_dict()))
+    with raises_exactly(InvalidInputError, f"run.toml has unknown settings ['stepz']; known: {known}"):
+        TrainConfig.from_dict({"stepz": 3}, source="run.toml")
+
+
+def test_toml_files_are_read_as_utf8_and_named_in_their_errors(tmp_path):
+    good = tmp_path / "run.toml"
+    good.write_text('data = "données"\nsteps = 7\nhidden = [4, 2]\n', encoding="utf-8")
+    assert read_toml(good) == {"data": "données", "steps": 7, "hidden": [4, 2]}
+    assert load_toml(good) == TrainConfig(data="données", steps=7, hidden=(4, 2))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("steps = 0\n")
+    with raises_exactly(InvalidInputError, "steps must be an integer >= 1, got 0"):
+        read_toml(bad)
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("stepz = 1\n")
+    with pytest.raises(InvalidInputError, match="^" + re.escape(f"{unknown} has unknown settings ['stepz']")):
+        read_toml(unknown)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("steps = \n")
+    with pytest.raises(InvalidInputError, match="^" + re.escape(f"{broken} is not valid TOML: ") + ".+"):
+        read_toml(broken)
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('data = "donn\xe9es"\n'.encode("latin-1"))
+    with raises_exactly(InvalidInputError, f"{latin} is not a UTF-8 text file"):
+        read_toml(latin)
+
+
+def test_the_ema_shadow_network_stays_in_eval_mode():
+    ema = EMA(fd.models.MLP(2, hidden=(4,)), 0.9)
+    assert ema.train() is ema and ema.training and not ema.module.training
+    assert ema.train(False) is ema and not ema.training and not ema.module.training
+    ema.train(True)
+    assert ema.training and not ema.module.training
+
+
+# losses and predictions
+
+
+def test_loss_objects_repr_and_weighting_errors():
+    assert repr(FlowMatching("early", 0.1, 0.9)) == "FlowMatching(time_law='early', t_min=0.1, t_max=0.9)"
+    assert repr(ScoreMatching("uniform", t_max=0.5)) == (
+        "ScoreMatching(weighting='uniform', time_law='uniform', t_min=0.0, t_max=0.5)")
+    with raises_exactly(InvalidInputError, "unknown score-matching weighting 'l1'; choose one of: noise, uniform"):
+        ScoreMatching("l1")
+    with raises_exactly(InvalidInputError, "unknown weighting 'l1'; choose one of: noise, uniform"):
+        score_matching_loss(lambda x, t: x, fd.GaussianPath(), torch.zeros(2, 2), weighting="l1")
+
+
+class LabelModel(torch.nn.Module):
+    """s(x, t, y) = x + t + y: a conditional model with the MLP's label interface."""
+
+    num_classes = 3
+
+    def forward(self, x, t, y=None):
+        return x + t[:, None] + (0.0 if y is None else y[:, None].to(x.dtype))
+
+
+@pytest.mark.parametrize("weighting", ["noise", "uniform"])
+def test_score_matching_passes_coupling_time_law_and_labels_on(weighting):
+    """The loss equals its formula on its own draws (coupling, time law and dropped labels included)."""
+    path = fd.GaussianPath()
+    x1 = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 3, (64,), generator=torch.Generator().manual_seed(1))
+    model = LabelModel()
+    options = {"coupling": "ot", "time_law": "early", "label_dropout": 0.5, "t_max": 0.9}
+    got = score_matching_loss(model, path, x1, y, weighting=weighting, generator=torch.Generator().manual_seed(2),
+                              **options)
+    s, cond = path_batch(model, path, x1, y, generator=torch.Generator().manual_seed(2), **options)
+    beta = (1 - s.t)[:, None]
+    score = model(s.x_t, s.t, **cond)
+    want = (beta * score + s.noise) if weighting == "noise" else (score + s.noise / beta)
+    torch.testing.assert_close(got, want.pow(2).mean(), rtol=1e-6, atol=0)
+    # each option changes the value: the check above would notice any one of them dropped
+    for changed in ({"coupling": None}, {"time_law": "uniform"}, {"label_dropout": 0.0}):
+        other = score_matching_loss(model, path, x1, y, weighting=weighting,
+                                    generator=torch.Generator().manual_seed(2), **{**options, **changed})
+        assert not torch.isclose(other, got)
+    no_labels = score_matching_loss(lambda x, t, **cond: model(x, t), path, x1, weighting=weighting,
+                                    generator=torch.Generator().manual_seed(2),
+                                    **{**options, "label_dropout": 0.0})
+    assert not torch.isclose(no_labels, got)
+
+
+def test_as_score_converts_a_velocity_through_the_path():
+    path = fd.GaussianPath("cosine")
+    target = fd.Gaussian(torch.tensor([1.0, -1.0], dtype=torch.float64), 0.25)
+    velocity = fd.MarginalField(path, target, prediction="velocity")
+    score = fd.MarginalField(path, target, prediction="score")
+    converted = as_score(velocity, path)
+    assert isinstance(converted, Converted) and (converted.source, converted.target) == ("velocity", "score")
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = torch.full((16,), 0.4, dtype=torch.float64)
+    torch.testing.assert_close(converted(x, t), score(x, t), rtol=1e-9, atol=1e-9)
+    assert as_score(score, path, "score") is score
+    with raises_exactly(InvalidInputError, "unknown prediction 'eps'; choose one of: velocity, score, x1, noise"):
+        as_score(score, path, "eps")
+
+
+def test_converted_fields_start_after_zero_only_from_a_score_or_noise():
+    path = fd.GaussianPath()
+    model = fd.models.MLP(2, hidden=(4,))
+    for source, target, t_min in [("score", "velocity", 1e-3), ("noise", "velocity", 1e-3),
+                                  ("noise", "x1", 1e-3), ("score", "score", 0.0), ("noise", "noise", 0.0),
+                                  ("velocity", "score", 0.0), ("x1", "velocity", 0.0)]:
+        assert Converted(model, path, source, target).t_min == t_min, (source, target)
+
+
+def test_converted_passes_the_condition_on():
+    path = fd.GaussianPath()
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
+    t, y = torch.full((5,), 0.3), torch.tensor([0, 1, 2, 1, 0])
+    model = LabelModel()
+    got = Converted(model, path, "velocity", "x1")(x, t, y=y)
+    torch.testing.assert_close(got, path.convert(model(x, t, y=y), x, t, "velocity", "x1"), rtol=0, atol=0)
+
+
+# classifier-free guidance
+
+
+class Recorder(torch.nn.Module):
+    """u(x, t, y) = x * (y + 1) + t, recording what it was called with."""
+
+    num_classes = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = []
+
+    def forward(self, x, t, y=None, **cond):
+        self.calls.append({"t": t, "y": y, **cond})
+        return x * (y[:, None] + 1).to(x.dtype) + t.reshape(-1, 1) if t.ndim else x * (y[:, None] + 1) + t
+
+
+def test_guidance_mixes_the_conditional_and_null_fields_in_one_call():
+    model = Recorder()
+    guided = guidance.ClassifierFreeGuidance(model, 2.5)
+    x = torch.randn(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    got = guided(x, 0.5, y=torch.tensor([1, 0, 2], dtype=torch.int32), extra="kept")
+    call = model.calls[-1]
+    assert call["y"].dtype == torch.long and call["y"].tolist() == [1, 0, 2, 4, 4, 4]
+    assert call["t"].dtype == torch.float64 and call["t"].ndim == 0 and call["extra"] == "kept"
+    conditional, null = x * torch.tensor([[2.0], [1.0], [3.0]], dtype=torch.float64) + 0.5, x * 5 + 0.5
+    torch.testing.assert_close(got, null + 2.5 * (conditional - null), rtol=1e-12, atol=1e-12)
+
+
+def test_guidance_messages():
+    message = ("{} need a label-conditioned model, but this model is unconditional (num_classes=None); train it "
+               "with labels (and label dropout for guidance) or sample without labels")
+    with raises_exactly(IncompatibleError, message.format("labels")):
+        guidance.require_conditional(torch.nn.Identity())  # no num_classes attribute at all
+    with raises_exactly(IncompatibleError, message.format("classifier-free guidance")):
+        guidance.ClassifierFreeGuidance(torch.nn.Identity(), 2.0)
+    with raises_exactly(InvalidInputError, "guidance scale must be a finite number, got nan"):
+        guidance.ClassifierFreeGuidance(Recorder(), float("nan"))
+    with raises_exactly(IncompatibleError, "classifier-free guidance needs labels y to guide towards"):
+        guidance.ClassifierFreeGuidance(Recorder(), 2.0)(torch.zeros(2, 2), 0.5)
+
+
+# label dropout and the training data
+
+
+def test_no_label_dropout_returns_the_labels_and_draws_nothing():
+    y = torch.tensor([0, 1, 2])
+    generator = torch.Generator().manual_seed(5)
+    before = generator.get_state()
+    assert drop_labels(y, 3, 0.0, generator) is y
+    assert torch.equal(generator.get_state(), before)
+
+
+def test_label_dropout_does_not_depend_on_the_default_dtype():
+    y = torch.arange(64) % 3
+    want = drop_labels(y, 3, 0.5, torch.Generator().manual_seed(5))
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = drop_labels(y, 3, 0.5, torch.Generator().manual_seed(5))
+    finally:
+        torch.set_default_dtype(previous)
+    assert torch.equal(got, want) and 0 < int((got == 3).sum()) < 64
+
+
+def test_the_data_checksum_is_blake2b_of_shapes_and_bytes():
+    import hashlib
+
+    import numpy as np
+
+    from flowdiff.learning.training.batches import InMemoryData
+
+    x = torch.arange(6, dtype=torch.float32).reshape(3, 2) - 2.5
+    y = torch.tensor([2, 0, 1])
+    data = InMemoryData(x, y, Labelled(), torch.device("cpu"))
+    digest = hashlib.blake2b(digest_size=12)
+    for array in (x.numpy(), y.numpy()):
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    assert data.checksum() == digest.hexdigest() and len(data.checksum()) == 24
+    unlabelled = hashlib.blake2b(str((3, 2)).encode() + x.numpy().tobytes(), digest_size=12).hexdigest()
+    assert InMemoryData(x, None, Labelled(), torch.device("cpu")).checksum() == unlabelled
+
+
+# the training state
+
+
+def _state(ema_decay=0.9):
+    from flowdiff.learning.training.state import TrainState
+
+    return TrainState.create(fd.models.MLP(2, hidden=(4,)), 1e-3, 0.0, ema_decay, 0, torch.device("cpu"))
+
+
+def test_state_dict_keys_and_restored_counters():
+    state = _state()
+    state.step, state.elapsed = 10, 2.5
+    state.ema.num_updates.fill_(7)
+    saved = state.state_dict()
+    assert set(saved) == {"step", "optimizer", "data_generator", "loss_generator", "torch_rng", "elapsed",
+                          "ema_num_updates"}
+    assert saved["step"] == 10 and saved["elapsed"] == 2.5 and saved["ema_num_updates"] == 7
+    assert "ema_num_updates" not in _state(None).state_dict()
+    fresh = _state()
+    fresh.load_state_dict({**saved, "cuda_rng": torch.zeros(16, dtype=torch.uint8)})  # ignored on the CPU
+    assert (fresh.step, fresh.elapsed, int(fresh.ema.num_updates)) == (10, 2.5, 7)
+    old = {k: v for k, v in saved.items() if k not in ("ema_num_updates", "elapsed")}  # an older checkpoint
+    older = _state()
+    older.elapsed = 9.0
+    older.load_state_dict(old)
+    assert (older.step, older.elapsed, int(older.ema.num_updates)) == (10, 0.0, 10)
+
+
+def test_generator_states_of_another_device_are_refused():
+    state = _state()
+    saved = state.state_dict()
+    with raises_exactly(IncompatibleError, "the saved random-number states belong to another device type than "
+                                           "cpu; resume on the device the run was trained on"):
+        state.load_state_dict({**saved, "data_generator": torch.zeros(16, dtype=torch.uint8)})
+
+
+# the trainer's description of a run
+
+
+def test_describe_values_of_every_kind():
+    from flowdiff.learning.training.trainer import describe
+
+    def my_loss(model, path, x1, **batch):
+        return 0
+
+    class Opaque:
+        pass
+
+    assert describe(None) is None and describe("ot") == "ot" and describe(3) == 3 and describe(True) is True
+    assert describe({"name": "x"}) == {"name": "x"} and describe(0.5) == 0.5
+    assert describe(FlowMatching("early")) == {"name": "flow_matching", "time_law": "early", "t_min": 0.0,
+                                               "t_max": 1.0}
+    assert describe(my_loss) == "my_loss" and describe(Opaque()) == "Opaque"
+
+
+def test_trainer_describes_the_resolved_objects():
+    x = torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+    trainer = fd.Trainer(fd.models.MLP(2, hidden=(4,)), fd.GaussianPath(), x, steps=1, device="cpu",
+                         loss="score_matching", coupling="ot")
+    resolved = trainer.describe()["resolved"]
+    assert resolved["loss"] == {"name": "score_matching", "weighting": "noise", "time_law": "uniform",
+                                "t_min": 0.0, "t_max": 1.0}
+    assert resolved["coupling"] == trainer.coupling.config() and resolved["coupling"]["name"] == "ot"
+    assert resolved["device"] == "cpu" and resolved["conditional"] is False
+    assert resolved["data_checksum"] == trainer.data.checksum()
