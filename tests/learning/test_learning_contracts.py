@@ -424,3 +424,178 @@ def test_trainer_describes_the_resolved_objects():
     assert resolved["coupling"] == trainer.coupling.config() and resolved["coupling"]["name"] == "ot"
     assert resolved["device"] == "cpu" and resolved["conditional"] is False
     assert resolved["data_checksum"] == trainer.data.checksum()
+
+
+# log_prob: its input checks and scalings, on u(x, t) = a * x (closed form)
+
+A = torch.tensor([0.3, -0.2], dtype=torch.float64)
+
+
+def _linear(x, t):
+    return x * A
+
+
+def _linear_log_prob(x):
+    """log p_1(x) for dX = a X dt from N(0, I): X_0 = e^{-a} x, minus the integrated divergence sum a."""
+    x0 = x * torch.exp(-A)
+    return -0.5 * (x0.pow(2).sum(1) + 2 * math.log(2 * math.pi)) - A.sum()
+
+
+def test_log_prob_of_a_single_point_and_of_a_field_without_data_shape():
+    from flowdiff.learning.likelihood import log_prob
+
+    x = torch.tensor([[0.7, -1.1]], dtype=torch.float64)
+    got = log_prob(_linear, fd.GaussianPath(), x, steps=20)
+    torch.testing.assert_close(got, _linear_log_prob(x), rtol=0, atol=1e-8)
+
+
+class DimField:
+    """a * x with the shape of a point stated by `dim` (and optionally `data_shape`)."""
+
+    def __init__(self, dim, data_shape=None):
+        self.dim = dim
+        if data_shape is not None:
+            self.data_shape = data_shape
+
+    def __call__(self, x, t):
+        return (x.reshape(x.shape[0], -1) * A).reshape(x.shape)
+
+
+def test_log_prob_reads_the_point_shape_from_data_shape_then_dim():
+    from flowdiff.learning.likelihood import log_prob
+
+    path, x = fd.GaussianPath(), torch.tensor([[0.7, -1.1], [0.2, 0.4]], dtype=torch.float64)
+    with raises_exactly(InvalidInputError, "x has points of shape (2,) but the model takes (3,): "
+                                           "pass x of shape (batch, 3)"):
+        log_prob(DimField(3), path, x)
+    square = DimField(2, data_shape=(1, 2))  # data_shape wins over dim
+    got = log_prob(square, path, x.reshape(2, 1, 2), steps=20)
+    torch.testing.assert_close(got, _linear_log_prob(x), rtol=0, atol=1e-8)
+    with raises_exactly(InvalidInputError, "x has points of shape (2, 1) but the model takes (1, 2): "
+                                           "pass x of shape (batch, 1, 2)"):
+        log_prob(square, path, x.reshape(2, 2, 1))
+
+
+def test_log_prob_input_messages():
+    from flowdiff.dynamics.equations import ODE
+    from flowdiff.dynamics.solvers import solver_names
+    from flowdiff.learning.likelihood import log_prob
+
+    path = fd.GaussianPath()
+    with raises_exactly(InvalidInputError, "x must be a torch.Tensor of shape (batch, *shape), got list"):
+        log_prob(_linear, path, [[0.0, 1.0]])
+    with raises_exactly(InvalidInputError, "x must have shape (batch, *shape), got (2,)"):
+        log_prob(_linear, path, torch.zeros(2))
+    with raises_exactly(InvalidInputError, "x must have shape (batch, *shape), got (0, 2)"):
+        log_prob(_linear, path, torch.zeros(0, 2))
+    with raises_exactly(InvalidInputError, "x must be a floating tensor, got torch.int64"):
+        log_prob(_linear, path, torch.zeros(3, 2, dtype=torch.long))
+    with raises_exactly(InvalidInputError, "x contains NaN or inf; log_prob needs finite data points"):
+        log_prob(_linear, path, torch.tensor([[0.0, float("inf")]]))
+    with raises_exactly(IncompatibleError, "log_prob integrates an ODE backwards; solver 'euler_maruyama' is for "
+                                           f"SDEs; choose one of: {', '.join(solver_names(ODE))}"):
+        log_prob(_linear, path, torch.zeros(3, 2), solver="euler_maruyama")
+
+
+class Info:
+    """A run's DataInfo as log_prob sees it: attributes std and (optionally) mean."""
+
+    def __init__(self, std, mean=None):
+        self.std = std
+        if mean is not None:
+            self.mean = mean
+
+
+def test_log_prob_takes_the_scaling_from_an_object_with_std_and_mean():
+    from flowdiff.learning.likelihood import log_prob
+
+    path = fd.GaussianPath()
+    x_model = torch.tensor([[0.7, -1.1], [0.2, 0.4]], dtype=torch.float64)
+    mean, std = [1.0, -2.0], [2.0, 0.5]
+    x = torch.tensor(mean, dtype=torch.float64) + torch.tensor(std, dtype=torch.float64) * x_model
+    want = _linear_log_prob(x_model) - math.log(2.0 * 0.5)
+    for scale in (Info(std, mean), {"mean": mean, "std": std}, (mean, std)):
+        torch.testing.assert_close(log_prob(_linear, path, x, steps=20, scale=scale), want, rtol=0, atol=1e-8)
+    no_mean = x_model * torch.tensor(std, dtype=torch.float64)
+    torch.testing.assert_close(log_prob(_linear, path, no_mean, steps=20, scale=Info(std)), want, rtol=0, atol=1e-8)
+    torch.testing.assert_close(log_prob(_linear, path, x_model, steps=20, scale=Info(None)),
+                               _linear_log_prob(x_model), rtol=0, atol=1e-8)
+
+
+# sampling: every refusal with its whole message
+
+_MODEL = fd.models.MLP(2, hidden=(8,), time_dim=8)
+_CONDITIONAL = fd.models.MLP(2, hidden=(8,), num_classes=3, time_dim=8)
+_UNCONDITIONAL = ("labels y need a label-conditioned model, but this model is unconditional (num_classes=None); "
+                  "train it with labels (and label dropout for guidance) or sample without labels")
+_GRID = "a sampling grid must increase within [0, 1] (t = 0 noise, t = 1 data)"
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(model=_MODEL, n=0), InvalidInputError, "n must be a positive integer, got 0"),
+    (dict(model=_MODEL, n=True), InvalidInputError, "n must be a positive integer, got True"),
+    (dict(model=_MODEL), InvalidInputError, "give the number of samples n (or x0, or a tensor of labels y)"),
+    (dict(model=_MODEL, n=2, grid="cosine"), InvalidInputError,
+     "unknown grid 'cosine'; choose one of: uniform, shifted, rho"),
+    (dict(model=_MODEL, n=2, grid=torch.tensor([1.0, 0.5, 0.0])), InvalidInputError, _GRID),
+    (dict(model=_MODEL, n=2, grid=torch.tensor([0.0, 0.5, 1.5])), InvalidInputError, _GRID),
+    (dict(model=_MODEL, n=2, grid=torch.tensor([-0.5, 0.5, 1.0])), InvalidInputError, _GRID),
+    (dict(model=_MODEL, n=2, grid=[0.0, 1.0]), InvalidInputError,
+     "grid must be a name (uniform, shifted, rho) or a 1-d tensor of times"),
+    (dict(model=_MODEL, n=2, sigma=-1.0), InvalidInputError, "sigma must be a finite number >= 0, got -1.0"),
+    (dict(model=_MODEL, n=2, sigma=float("inf")), InvalidInputError, "sigma must be a finite number >= 0, got inf"),
+    (dict(model=_MODEL, n=2, sigma=lambda t: -t), InvalidInputError,
+     "sigma(t) must be finite and >= 0 at every time of the grid"),
+    (dict(model=_MODEL, n=2, sigma=lambda t: float("nan")), InvalidInputError,
+     "sigma(t) must be finite and >= 0 at every time of the grid"),
+    (dict(model=_MODEL, n=2, sigma="1"), InvalidInputError,
+     "sigma must be a number >= 0 or a callable sigma(t), got '1'"),
+    (dict(model=_MODEL, n=2, sigma=True), InvalidInputError,
+     "sigma must be a number >= 0 or a callable sigma(t), got True"),
+    (dict(model=_MODEL, n=2, y=1), IncompatibleError, _UNCONDITIONAL),
+    (dict(model=_MODEL, n=2, y=1, guidance=2.0), IncompatibleError,
+     _UNCONDITIONAL.replace("labels y need", "classifier-free guidance need")),
+    (dict(model=_CONDITIONAL, n=2, guidance=2.0), IncompatibleError,
+     "guidance=2.0 needs labels y to guide towards; pass y=<label>"),
+    (dict(model=_CONDITIONAL, n=2, guidance=float("nan")), InvalidInputError,
+     "guidance must be a finite number, got nan"),
+    (dict(model=_CONDITIONAL, n=2, y=7), InvalidInputError,
+     "labels must lie in 0..2 (or 3, the null label), got values from 7 to 7"),
+    (dict(model=_CONDITIONAL, n=3, y=torch.tensor([0, 1])), InvalidInputError,
+     "labels y must be an int or have shape (3,), got (2,)"),
+    (dict(model=_CONDITIONAL, y=torch.tensor([[0, 1]])), InvalidInputError,
+     "labels y must be an int or have shape (n,), got (1, 2)"),
+    (dict(model=_CONDITIONAL, y=1), InvalidInputError, "give n (the number of samples) with a single label y"),
+    (dict(model=_CONDITIONAL, n=2, y=1.0), InvalidInputError,
+     "y must be an int label or a tensor of labels, got float"),
+    (dict(model=_CONDITIONAL, n=2, y=True), InvalidInputError,
+     "y must be an int label or a tensor of labels, got bool"),
+    (dict(model=_CONDITIONAL, n=2, y=torch.tensor([0.0, 1.0])), InvalidInputError,
+     "labels y must be integers, got dtype torch.float32"),
+    (dict(model=_CONDITIONAL, n=2, y=torch.tensor([0, 1j])), InvalidInputError,
+     "labels y must be integers, got dtype torch.complex64"),
+    (dict(model=_MODEL, n=3, x0=torch.zeros(2, 2)), InvalidInputError, "n=3 but x0 holds 2 points"),
+    (dict(model=_MODEL, x0=[0.0, 1.0]), InvalidInputError, "x0 must be a tensor of starting points (n, *data_shape)"),
+    (dict(model=_MODEL, x0=torch.tensor(1.0)), InvalidInputError,
+     "x0 must be a tensor of starting points (n, *data_shape)"),
+    (dict(model=_MODEL, n=2, prediction="eps"), InvalidInputError,
+     "unknown prediction 'eps'; choose one of: velocity, score, x1, noise"),
+    (dict(model=_MODEL, n=2, t_min=0.5, t_max=0.4), InvalidInputError,
+     "need 0 <= t_min < t_max <= 1, got t_min=0.5, t_max=0.4"),
+    (dict(model=_MODEL, n=2, t_min=-0.1), InvalidInputError, "need 0 <= t_min < t_max <= 1, got t_min=-0.1, t_max=1.0"),
+    (dict(model=_MODEL, n=2, t_max=1.5), InvalidInputError, "need 0 <= t_min < t_max <= 1, got t_min=0.0, t_max=1.5"),
+    (dict(model=lambda x, t: x, n=2), InvalidInputError, "the model has no data_shape; pass the starting points x0"),
+    (dict(model=_MODEL, n=2, steps=0), InvalidInputError, "steps must be a positive integer, got 0"),
+    (dict(model=_MODEL, n=2, steps=2.0), InvalidInputError, "steps must be a positive integer, got 2.0"),
+    (dict(model=_MODEL, n=2, steps=True), InvalidInputError, "steps must be a positive integer, got True"),
+    (dict(model=_MODEL, n=2, ode_tail=1.5, sigma=1.0), InvalidInputError,
+     "ode_tail must be a time span in [0, 1], got 1.5"),
+    (dict(model=_MODEL, n=2, ode_tail=-0.5, sigma=1.0), InvalidInputError,
+     "ode_tail must be a time span in [0, 1], got -0.5"),
+    (dict(model=_MODEL, n=2, ode_tail="a", sigma=1.0), InvalidInputError,
+     "ode_tail must be a time span in [0, 1], got 'a'"),
+])
+def test_sampling_refusals_say_exactly_what_is_wrong(kwargs, error, message):
+    kwargs.setdefault("steps", 2)
+    with raises_exactly(error, message):
+        fd.sample(path=fd.GaussianPath(), **kwargs)
