@@ -599,3 +599,69 @@ def test_sampling_refusals_say_exactly_what_is_wrong(kwargs, error, message):
     kwargs.setdefault("steps", 2)
     with raises_exactly(error, message):
         fd.sample(path=fd.GaussianPath(), **kwargs)
+
+
+def test_log_prob_scalings_in_every_form_and_without_float32_rounding():
+    from flowdiff.learning.likelihood import log_prob
+
+    path = fd.GaussianPath()
+    x_model = torch.tensor([[0.7, -1.1], [0.2, 0.4]], dtype=torch.float64)
+    # 0.1 and 1e-3 are not float32 numbers: a scaling rounded through float32 would move log p by > 1e-8
+    cases = [(0.1, 1e-3), (0.0, 0.1)]
+    for mean, std in cases:
+        x = mean + std * x_model
+        want = _linear_log_prob(x_model) - 2 * math.log(std)
+        for scale in ((mean, std), {"mean": mean, "std": std}, Info(std, mean)):
+            torch.testing.assert_close(log_prob(_linear, path, x, steps=50, scale=scale), want, rtol=0, atol=1e-10)
+    std = torch.tensor([2.0, 0.5], dtype=torch.float64)
+    want = _linear_log_prob(x_model) - math.log(2.0 * 0.5)
+    for scale in (std, {"std": std}, {"mean": None, "std": std}):  # a std alone: mean 0
+        torch.testing.assert_close(log_prob(_linear, path, x_model * std, steps=50, scale=scale), want,
+                                   rtol=0, atol=1e-10)
+    torch.testing.assert_close(log_prob(_linear, path, 3.0 * x_model, steps=50, scale=3.0),
+                               _linear_log_prob(x_model) - 2 * math.log(3.0), rtol=0, atol=1e-10)
+    unscaled = log_prob(_linear, path, x_model, steps=50)
+    assert torch.equal(log_prob(_linear, path, x_model, steps=50, scale={"mean": [5.0, 5.0], "std": None}), unscaled)
+
+
+def test_log_prob_scaling_messages():
+    from flowdiff.learning.likelihood import log_prob
+
+    path, x = fd.GaussianPath(), torch.zeros(2, 2, dtype=torch.float64)
+    with raises_exactly(InvalidInputError, "scale as a mapping needs a 'std' (and optional 'mean'), got ['mean']"):
+        log_prob(_linear, path, x, scale={"mean": 1.0})
+    for bad in (0.0, -1.0, float("inf"), (float("nan"), 1.0), [1.0, 0.0]):
+        with raises_exactly(InvalidInputError, "scale needs a finite mean and a finite std > 0"):
+            log_prob(_linear, path, x, scale=bad)
+    prefix = "scale must broadcast to a point's shape (2,) (a std, (mean, std) or {'mean': ..., 'std': ...}): "
+    with pytest.raises(InvalidInputError, match="^" + re.escape(prefix) + ".+"):
+        log_prob(_linear, path, x, scale=[1.0, 2.0, 3.0])
+
+
+def test_log_prob_defaults_and_count_checks():
+    from flowdiff.learning.likelihood import log_prob
+
+    path, x = fd.GaussianPath(), torch.tensor([[0.7, -1.1], [0.2, 0.4]], dtype=torch.float64)
+    assert torch.equal(log_prob(_linear, path, x), log_prob(_linear, path, x, steps=100))
+    one = log_prob(_linear, path, x, steps=3, divergence="hutchinson", generator=torch.Generator().manual_seed(1))
+    assert torch.equal(one, log_prob(_linear, path, x, steps=3, divergence="hutchinson", probes=1,
+                                     generator=torch.Generator().manual_seed(1)))
+    for name, bad in (("probes", 0), ("probes", 2.5), ("probes", True), ("steps", 0), ("steps", 2.5),
+                      ("steps", True), ("steps", 2.0)):
+        options = {"divergence": "hutchinson", name: bad}
+        with raises_exactly(InvalidInputError, f"{name} must be an integer >= 1, got {bad!r}"):
+            log_prob(_linear, path, x, **options)
+
+
+def test_a_tensor_or_array_is_a_std_not_an_object_with_std_and_mean():
+    """Tensors and arrays have std() and mean() methods: they are still read as the std itself."""
+    import numpy as np
+
+    from flowdiff.learning.likelihood import log_prob
+
+    x_model = torch.tensor([[0.7, -1.1], [0.2, 0.4]], dtype=torch.float64)
+    want = _linear_log_prob(x_model) - math.log(2.0 * 0.5)
+    for std in (torch.tensor([2.0, 0.5], dtype=torch.float64), np.array([2.0, 0.5])):
+        x = x_model * torch.as_tensor(std)
+        torch.testing.assert_close(log_prob(_linear, fd.GaussianPath(), x, steps=50, scale=std), want,
+                                   rtol=0, atol=1e-10)
