@@ -665,3 +665,48 @@ def test_a_tensor_or_array_is_a_std_not_an_object_with_std_and_mean():
         x = x_model * torch.as_tensor(std)
         torch.testing.assert_close(log_prob(_linear, fd.GaussianPath(), x, steps=50, scale=std), want,
                                    rtol=0, atol=1e-10)
+
+
+def test_flow_matching_passes_coupling_and_time_law_on():
+    from flowdiff.learning.losses import flow_matching_loss
+
+    path = fd.GaussianPath("cosine")
+    x1 = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    model = LabelModel()
+    options = {"coupling": "ot", "time_law": "early", "t_min": 0.1}
+    got = flow_matching_loss(model, path, x1, generator=torch.Generator().manual_seed(2), **options)
+    s, _ = path_batch(model, path, x1, generator=torch.Generator().manual_seed(2), **options)
+    torch.testing.assert_close(got, (model(s.x_t, s.t) - s.velocity).pow(2).mean(), rtol=1e-6, atol=0)
+    for changed in ({"coupling": None}, {"time_law": "uniform"}):
+        other = flow_matching_loss(model, path, x1, generator=torch.Generator().manual_seed(2),
+                                   **{**options, **changed})
+        assert not torch.isclose(other, got)
+
+
+def test_loss_objects_check_their_time_range_and_get_loss_keeps_objects():
+    from flowdiff.learning.losses import get_loss
+
+    for t_min, t_max in ((0.5, 0.5), (0.0, 1.5), (-0.1, 1.0)):
+        with raises_exactly(InvalidInputError, f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}"):
+            FlowMatching(t_min=t_min, t_max=t_max)
+    assert FlowMatching(t_min=0.0, t_max=1.0).config()["t_max"] == 1.0
+
+    def custom(model, path, x1, **batch):
+        return x1.sum()
+
+    loss = ScoreMatching("uniform")
+    assert get_loss(custom) is custom and get_loss(loss) is loss
+    assert get_loss("score_matching", weighting="uniform").config() == loss.config()
+
+
+def test_a_loss_that_becomes_nan_stops_training_with_advice():
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+
+    def nan_loss(model, path, x1, **batch):
+        return model(x1, torch.zeros(x1.shape[0])).sum() * float("nan")
+
+    trainer = fd.Trainer(fd.models.MLP(2, hidden=(4,)), fd.GaussianPath(), x, steps=3, batch_size=4, device="cpu",
+                         loss=nan_loss, log_every=1, lr=0.002)
+    with raises_exactly(fd.errors.FlowdiffError, "the loss became nan by step 1; lower the learning rate "
+                                                 "(lr=0.002) or keep gradient clipping on"):
+        trainer.fit()
