@@ -710,3 +710,61 @@ def test_a_loss_that_becomes_nan_stops_training_with_advice():
     with raises_exactly(fd.errors.FlowdiffError, "the loss became nan by step 1; lower the learning rate "
                                                  "(lr=0.002) or keep gradient clipping on"):
         trainer.fit()
+
+
+# the training configuration: every refusal with its whole message, and the edges that are accepted
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"steps": 0}, "steps must be an integer >= 1, got 0"),
+    ({"steps": True}, "steps must be an integer >= 1, got True"),
+    ({"batch_size": 1.5}, "batch_size must be an integer >= 1, got 1.5"),
+    ({"warmup": -1}, "warmup must be an integer >= 0, got -1"),
+    ({"checkpoint_every": 0}, "checkpoint_every must be an integer >= 1, got 0"),
+    ({"log_every": 0}, "log_every must be an integer >= 1, got 0"),
+    ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+    ({"n_data": 0}, "n_data must be an integer >= 1, got 0"),
+    ({"image_size": 0}, "image_size must be an integer >= 1, got 0"),
+    ({"lr": float("inf")}, "lr must be a finite number > 0, got inf"),
+    ({"lr": 0}, "lr must be a finite number > 0, got 0"),
+    ({"lr": True}, "lr must be a finite number > 0, got True"),
+    ({"lr": "1"}, "lr must be a finite number > 0, got '1'"),
+    ({"weight_decay": float("nan")}, "weight_decay must be a finite number >= 0, got nan"),
+    ({"weight_decay": -1}, "weight_decay must be a finite number >= 0, got -1"),
+    ({"weight_decay": "0"}, "weight_decay must be a finite number >= 0, got '0'"),
+    ({"grad_clip": 0.0}, "grad_clip must be a finite number > 0 (or None for no clipping), got 0.0"),
+    ({"ema_decay": 1.0}, "ema_decay must lie in [0, 1) (or None for no EMA), got 1.0"),
+    ({"ema_decay": -0.1}, "ema_decay must lie in [0, 1) (or None for no EMA), got -0.1"),
+    ({"ema_decay": "0.9"}, "ema_decay must lie in [0, 1) (or None for no EMA), got '0.9'"),
+    ({"label_dropout": 1.0}, "label_dropout must lie in [0, 1), got 1.0"),
+    ({"label_dropout": -0.1}, "label_dropout must lie in [0, 1), got -0.1"),
+    ({"label_dropout": "0"}, "label_dropout must lie in [0, 1), got '0'"),
+    ({"lr_schedule": "step"}, "unknown lr_schedule 'step'; choose one of: cosine, constant"),
+    ({"loss": "l1"}, "unknown loss 'l1'; choose one of: flow_matching, score_matching"),
+    ({"coupling": "x"}, "unknown coupling 'x'; choose one of: independent, ot, sinkhorn"),
+    ({"time_law": "late"}, "unknown time law 'late'; choose one of: uniform, early"),
+    ({"schedule": "x"}, "unknown schedule 'x'; choose one of: linear, cosine, polynomial, vp"),
+    ({"model": "x"}, "unknown model 'x'; choose one of: mlp, unet, dit"),
+    ({"hidden": "a,b"}, "hidden must be a comma-separated list of ints, got 'a,b'"),
+    ({"hidden": []}, "hidden must be positive layer widths like 256,256,256, got []"),
+    ({"hidden": 5}, "hidden must be positive layer widths like 256,256,256, got 5"),
+    ({"hidden": [True]}, "hidden must be positive layer widths like 256,256,256, got [True]"),
+    ({"hidden": [4, 0]}, "hidden must be positive layer widths like 256,256,256, got [4, 0]"),
+])
+def test_train_config_refusals_say_exactly_what_is_wrong(setting, message):
+    with raises_exactly(InvalidInputError, message):
+        TrainConfig(**setting)
+
+
+def test_train_config_accepts_the_edges_of_every_range():
+    edges = dict(steps=1, batch_size=1, warmup=0, checkpoint_every=1, log_every=1, seed=0, n_data=1, image_size=1,
+                 lr=1e-12, weight_decay=0, grad_clip=None, ema_decay=0.0, label_dropout=0.0, lr_schedule="constant",
+                 model="mlp", hidden="8, 4")
+    config = TrainConfig(**edges)
+    assert config.hidden == (8, 4) and config.to_dict()["hidden"] == [8, 4]
+    assert TrainConfig(ema_decay=None, grad_clip=0.5, label_dropout=0.99).ema_decay is None
+    assert config.updated(steps=3).steps == 3 and config.updated(steps=3).hidden == (8, 4)
+    known = ", ".join(f for f in TrainConfig().to_dict())
+    with raises_exactly(InvalidInputError, f"unknown training settings ['stepz']; known: {known}"):
+        config.updated(stepz=3)
+    assert set(config.result_fields()) == set(config.to_dict()) - {"checkpoint_every", "log_every", "device"}
