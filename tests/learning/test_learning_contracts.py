@@ -768,3 +768,103 @@ def test_train_config_accepts_the_edges_of_every_range():
     with raises_exactly(InvalidInputError, f"unknown training settings ['stepz']; known: {known}"):
         config.updated(stepz=3)
     assert set(config.result_fields()) == set(config.to_dict()) - {"checkpoint_every", "log_every", "device"}
+
+
+# the training loop: optimizer, generators, what the loss is given, the logged window
+
+
+def test_make_adamw_is_fused_where_torch_can_and_foreach_otherwise(monkeypatch):
+    from flowdiff.learning.training import state as state_module
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    fused = state_module.make_adamw(params, 0.25, 0.125)
+    assert fused.defaults["fused"] is True and not fused.defaults["foreach"]
+    assert (fused.defaults["lr"], fused.defaults["weight_decay"]) == (0.25, 0.125)
+    assert fused.param_groups[0]["params"] == params
+    real = torch.optim.AdamW
+
+    def no_fused(params, fused=None, **kwargs):
+        if fused:
+            raise RuntimeError("no fused kernel here")
+        return real(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", no_fused)
+    fallback = state_module.make_adamw(params, 0.25, 0.125)
+    assert fallback.defaults["foreach"] is True and not fallback.defaults["fused"]
+    assert (fallback.defaults["lr"], fallback.defaults["weight_decay"]) == (0.25, 0.125)
+    assert fallback.param_groups[0]["params"] == params
+
+
+def test_a_fresh_state_has_its_ema_decay_and_generators_seeded_seed_and_seed_plus_one():
+    from flowdiff.learning.training.state import TrainState
+
+    state = TrainState.create(fd.models.MLP(2, hidden=(4,)), 1e-3, 0.0, 0.5, 7, torch.device("cpu"))
+    assert state.ema.decay == 0.5
+    assert state.data_generator.initial_seed() == 7 and state.loss_generator.initial_seed() == 8
+
+
+def _trainer(loss, x, **settings):
+    settings = {"steps": 4, "batch_size": 4, "device": "cpu", "log_every": 2, "warmup": 0, **settings}
+    return fd.Trainer(fd.models.MLP(2, hidden=(4,), num_classes=settings.pop("num_classes", None)),
+                      fd.GaussianPath(), x, loss=loss, **settings)
+
+
+def test_the_loss_gets_the_batch_coupling_dropout_generator_and_time_law():
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(16) % 3
+    seen = []
+
+    def loss(model, path, x1, **batch):
+        seen.append(batch)
+        return model(x1, torch.zeros(x1.shape[0]), y=batch["y"]).pow(2).mean()
+
+    trainer = _trainer(loss, x, labels=labels, num_classes=3, coupling="ot", label_dropout=0.3, time_law="early",
+                       steps=1)
+    trainer.fit()
+    (batch,) = seen
+    assert set(batch) == {"y", "coupling", "label_dropout", "generator", "time_law"}
+    assert batch["coupling"] is trainer.coupling and batch["coupling"].name == "ot"
+    assert batch["label_dropout"] == 0.3 and batch["generator"] is trainer.state.loss_generator
+    assert batch["time_law"] == "early" and batch["y"].shape == (4,)
+
+
+def test_training_draws_only_from_its_own_generators():
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    weights = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        torch.manual_seed(0)  # the same network initialisation ...
+        trainer = fd.Trainer(fd.models.MLP(2, hidden=(4,)), fd.GaussianPath(), x, steps=3, batch_size=8,
+                             device="cpu", warmup=0)
+        torch.manual_seed(global_seed)  # ... then a different global stream during training
+        trainer.fit()
+        weights.append(torch.cat([p.detach().reshape(-1) for p in trainer.model.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+
+
+def test_the_logged_window_is_the_mean_loss_the_rate_and_the_time(monkeypatch):
+    import types
+
+    from flowdiff.learning.training import trainer as trainer_module
+
+    clock = iter([100.0, 101.0, 105.0, 106.0])
+    monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    values = iter([1.0, 2.0, 4.0, 8.0])
+
+    def loss(model, path, x1, **batch):
+        return model(x1, torch.zeros(x1.shape[0])).sum() * 0 + next(values)
+
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    trainer = _trainer(loss, x, lr_schedule="constant", lr=0.01, grad_clip=None)
+    history = trainer.fit().history
+    assert [(r["step"], r["loss"], r["lr"], r["grad_norm"]) for r in history] == [(2, 1.5, 0.01, None),
+                                                                                    (4, 6.0, 0.01, None)]
+    assert [(r["steps_per_s"], r["elapsed_s"]) for r in history] == [(2.0, 1.0), (0.5, 5.0)]
+    assert trainer.state.elapsed == 6.0
+
+
+def test_the_cosine_rate_reaches_the_optimizer_at_every_step():
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    trainer = _trainer("flow_matching", x, lr=0.01, log_every=1)
+    rates = [r["lr"] for r in trainer.fit().history]
+    assert rates == [0.01 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
