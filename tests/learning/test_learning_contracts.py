@@ -65,6 +65,9 @@ def test_auto_picks_cuda_then_mps_then_cpu(monkeypatch, mps):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert devices._mps_available() is mps
     assert devices.pick_device("auto") == torch.device("mps" if mps else "cpu")
+    assert devices.pick_device() == torch.device("mps" if mps else "cpu")
+    if mps:
+        assert devices.pick_device("mps") == torch.device("mps")
     assert devices.pick_device(None) == torch.device("mps" if mps else "cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert devices.pick_device("auto") == torch.device("cuda")
@@ -847,7 +850,8 @@ def test_the_logged_window_is_the_mean_loss_the_rate_and_the_time(monkeypatch):
 
     from flowdiff.learning.training import trainer as trainer_module
 
-    clock = iter([100.0, 101.0, 105.0, 106.0])
+    # perf_counter: the window opens, closes after 2 steps, the fit ends; then a second fit
+    clock = iter([100.0, 101.0, 103.0, 200.0, 204.0, 205.0])
     monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
     values = iter([1.0, 2.0, 4.0, 8.0])
 
@@ -856,11 +860,48 @@ def test_the_logged_window_is_the_mean_loss_the_rate_and_the_time(monkeypatch):
 
     x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
     trainer = _trainer(loss, x, lr_schedule="constant", lr=0.01, grad_clip=None)
+    trainer.fit(until=2)
+    assert trainer.state.elapsed == 3.0
     history = trainer.fit().history
     assert [(r["step"], r["loss"], r["lr"], r["grad_norm"]) for r in history] == [(2, 1.5, 0.01, None),
                                                                                     (4, 6.0, 0.01, None)]
-    assert [(r["steps_per_s"], r["elapsed_s"]) for r in history] == [(2.0, 1.0), (0.5, 5.0)]
-    assert trainer.state.elapsed == 6.0
+    assert [(r["steps_per_s"], r["elapsed_s"]) for r in history] == [(2.0, 1.0), (0.5, 7.0)]
+    assert trainer.state.elapsed == 8.0
+
+
+def test_hooks_see_the_error_that_ended_training_and_coupling_objects_are_kept():
+    from flowdiff.learning.training.hooks import Hook
+    from flowdiff.paths.couplings import get_coupling
+
+    ended = []
+
+    class Watcher(Hook):
+        def on_end(self, trainer, error):
+            ended.append(error)
+
+    def failing(model, path, x1, **batch):
+        raise ValueError("bad batch")
+
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    coupling = get_coupling("ot")
+    trainer = _trainer(failing, x, hooks=[Watcher()], coupling=coupling)
+    assert trainer.coupling is coupling
+    with pytest.raises(ValueError, match="^bad batch$"):
+        trainer.fit()
+    assert isinstance(ended[0], ValueError) and str(ended[0]) == "bad batch"
+    _trainer("flow_matching", x, hooks=[Watcher()], steps=1).fit()
+    assert ended[1] is None
+
+
+def test_minibatches_are_drawn_by_the_given_generator():
+    from flowdiff.learning.training.batches import InMemoryData
+
+    x, y = torch.arange(10.0).reshape(5, 2), torch.tensor([0, 1, 2, 0, 1])
+    data = InMemoryData(x, y, Labelled(), torch.device("cpu"))
+    assert len(data) == 5 and data.labelled
+    x1, y1 = data.batch(7, torch.Generator().manual_seed(3))
+    index = torch.randint(5, (7,), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(x1, x[index]) and torch.equal(y1, y[index])
 
 
 def test_the_cosine_rate_reaches_the_optimizer_at_every_step():
