@@ -909,3 +909,30 @@ def test_the_cosine_rate_reaches_the_optimizer_at_every_step():
     trainer = _trainer("flow_matching", x, lr=0.01, log_every=1)
     rates = [r["lr"] for r in trainer.fit().history]
     assert rates == [0.01 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+
+
+def test_trainer_resolves_path_loss_coupling_prediction_and_warmup_from_its_settings():
+    import numpy as np
+
+    x = np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32)
+    trainer = fd.Trainer(fd.models.MLP(2, hidden=(4,)), None, x, steps=3, warmup=100, batch_size=4, device="cpu",
+                         schedule="cosine", time_law="early", coupling="ot")
+    assert trainer.path.config() == fd.GaussianPath("cosine").config()
+    assert torch.equal(trainer.data.x, torch.from_numpy(x)) and trainer.warmup == 2
+    assert trainer.loss.config() == FlowMatching("early").config() and trainer.coupling.name == "ot"
+    assert trainer.prediction == "velocity" and trainer.label_dropout == 0.0
+    result = trainer.fit()
+    assert result.stopped is False and result.step == 3
+
+    def custom(model, path, x1, **batch):
+        assert "time_law" not in batch  # the default law is not passed to a custom loss
+        return model(x1, torch.zeros(x1.shape[0])).pow(2).mean()
+
+    plain = fd.Trainer(fd.models.MLP(2, hidden=(4,)), fd.GaussianPath(), x, steps=1, batch_size=4, device="cpu",
+                       loss=custom)
+    assert plain.prediction == "velocity" and plain.coupling.name == "independent"
+    plain.fit()
+    with raises_exactly(IncompatibleError, "path must be a GaussianPath, got str"):
+        fd.Trainer(fd.models.MLP(2, hidden=(4,)), "linear", x, steps=1)
+    with raises_exactly(IncompatibleError, "data must be a torch.Tensor or numpy array, got list"):
+        fd.Trainer(fd.models.MLP(2, hidden=(4,)), fd.GaussianPath(), x.tolist(), steps=1)
