@@ -936,3 +936,32 @@ def test_trainer_resolves_path_loss_coupling_prediction_and_warmup_from_its_sett
         fd.Trainer(fd.models.MLP(2, hidden=(4,)), "linear", x, steps=1)
     with raises_exactly(IncompatibleError, "data must be a torch.Tensor or numpy array, got list"):
         fd.Trainer(fd.models.MLP(2, hidden=(4,)), fd.GaussianPath(), x.tolist(), steps=1)
+
+
+def test_in_memory_data_checks_converts_and_names_what_is_wrong():
+    from flowdiff.learning.training.batches import InMemoryData
+
+    cpu = torch.device("cpu")
+    one = InMemoryData(torch.tensor([[1, 2]]), torch.tensor([2]), Labelled(), cpu)  # one integer point
+    assert one.x.dtype == torch.float32 and one.x.tolist() == [[1.0, 2.0]] and one.y.tolist() == [2]
+    for data, message in [(None, "training needs data: a tensor of shape (N, *shape)"),
+                          (torch.zeros(3), "data must have shape (N, *shape) with N >= 1, got (3,)"),
+                          (torch.zeros(0, 2), "data must have shape (N, *shape) with N >= 1, got (0, 2)"),
+                          (torch.tensor([[float("nan"), 0.0]]),
+                           "data contains NaN or inf values; clean or drop those rows first")]:
+        with raises_exactly(InvalidInputError, message):
+            InMemoryData(data, None, None, cpu)
+    with raises_exactly(IncompatibleError, "data must be a torch.Tensor or numpy array, got list"):
+        InMemoryData([[0.0, 1.0]], None, None, cpu)
+    with raises_exactly(IncompatibleError, "labels must be a torch.Tensor or numpy array, got list"):
+        InMemoryData(torch.zeros(2, 2), [0, 1], Labelled(), cpu)
+
+
+def test_ema_defaults_and_edges():
+    model = fd.models.MLP(2, hidden=(4,))
+    ema = EMA(model)
+    assert ema.decay == 0.999 and ema.warmup is True
+    assert ema.num_updates.dtype == torch.long and int(ema.num_updates) == 0
+    assert EMA(model, 0.0).decay == 0.0  # decay 0: the EMA is the network itself
+    with raises_exactly(InvalidInputError, "EMA decay must lie in [0, 1), got 1.0"):
+        EMA(model, 1.0)
