@@ -753,6 +753,7 @@ def test_a_loss_that_becomes_nan_stops_training_with_advice():
     ({"hidden": 5}, "hidden must be positive layer widths like 256,256,256, got 5"),
     ({"hidden": [True]}, "hidden must be positive layer widths like 256,256,256, got [True]"),
     ({"hidden": [4, 0]}, "hidden must be positive layer widths like 256,256,256, got [4, 0]"),
+    ({"hidden": [2.5]}, "hidden must be positive layer widths like 256,256,256, got [2.5]"),
 ])
 def test_train_config_refusals_say_exactly_what_is_wrong(setting, message):
     with raises_exactly(InvalidInputError, message):
@@ -763,6 +764,7 @@ def test_train_config_accepts_the_edges_of_every_range():
     edges = dict(steps=1, batch_size=1, warmup=0, checkpoint_every=1, log_every=1, seed=0, n_data=1, image_size=1,
                  lr=1e-12, weight_decay=0, grad_clip=None, ema_decay=0.0, label_dropout=0.0, lr_schedule="constant",
                  model="mlp", hidden="8, 4")
+    assert TrainConfig(hidden=[1]).hidden == (1,)
     config = TrainConfig(**edges)
     assert config.hidden == (8, 4) and config.to_dict()["hidden"] == [8, 4]
     assert TrainConfig(ema_decay=None, grad_clip=0.5, label_dropout=0.99).ema_decay is None
@@ -965,3 +967,9 @@ def test_ema_defaults_and_edges():
     assert EMA(model, 0.0).decay == 0.0  # decay 0: the EMA is the network itself
     with raises_exactly(InvalidInputError, "EMA decay must lie in [0, 1), got 1.0"):
         EMA(model, 1.0)
+
+
+def test_losses_check_the_point_shape_against_the_model():
+    model = fd.models.MLP(3, hidden=(4,))
+    with raises_exactly(InvalidInputError, "data points have shape (2,) but the model expects (3,)"):
+        fd.flow_matching_loss(model, fd.GaussianPath(), torch.zeros(4, 2))
