@@ -973,3 +973,20 @@ def test_losses_check_the_point_shape_against_the_model():
     model = fd.models.MLP(3, hidden=(4,))
     with raises_exactly(InvalidInputError, "data points have shape (2,) but the model expects (3,)"):
         fd.flow_matching_loss(model, fd.GaussianPath(), torch.zeros(4, 2))
+
+
+def test_a_float64_run_samples_on_a_float64_grid():
+    """The grid is built in the dtype of the states: 0.1 is not rounded through float32 (0.10000000149)."""
+    x0 = torch.ones(2, 1, dtype=torch.float64)
+    seen = []
+    traj = fd.sample(lambda x, t: -x, fd.GaussianPath(), x0=x0, steps=10, return_trajectory=True,
+                     callback=lambda info: seen.append(info["t"]))
+    want = torch.linspace(0, 1, 11, dtype=torch.float64)
+    assert torch.equal(traj.times, want) and float(seen[0]) == 0.1
+    given = torch.tensor([0.0, 0.1, 0.7, 1.0], dtype=torch.float64)
+    assert torch.equal(fd.sample(lambda x, t: -x, fd.GaussianPath(), x0=x0, grid=given,
+                                 return_trajectory=True).times, given)
+    shifted = fd.sample(lambda x, t: -x, fd.GaussianPath(), x0=x0, steps=4, grid="shifted", return_trajectory=True)
+    assert torch.equal(shifted.times, fd.grids.shifted(0.0, 1.0, 4, dtype=torch.float64))
+    assert fd.sample(fd.models.MLP(2, hidden=(4,)), fd.GaussianPath(), n=3, steps=2, return_trajectory=True
+                     ).times.dtype == torch.float32

@@ -92,7 +92,7 @@ def sample(
     y, n = check_labels_for_sampling(model, y, guidance, n, device)
     _check_counts(n, steps)
     t_min, t_max = time_range(model, prediction, t_min, t_max)
-    ts = time_grid(grid, steps, t_min, t_max)
+    ts = time_grid(grid, steps, t_min, t_max, dtype=x0.dtype if x0 is not None else torch.float32)
     stochastic = check_sigma(sigma, ts)
     if x0 is None:
         shape = getattr(model, "data_shape", None)
