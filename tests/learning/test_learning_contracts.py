@@ -990,3 +990,58 @@ def test_a_float64_run_samples_on_a_float64_grid():
     assert torch.equal(shifted.times, fd.grids.shifted(0.0, 1.0, 4, dtype=torch.float64))
     assert fd.sample(fd.models.MLP(2, hidden=(4,)), fd.GaussianPath(), n=3, steps=2, return_trajectory=True
                      ).times.dtype == torch.float32
+
+
+# samplers: the noise scale, the hand-over's callback, joined trajectories, the ODE sampler's defaults
+
+
+def test_noise_scale_values():
+    from flowdiff.learning.sampling.builders import NoiseScale
+
+    x, t = torch.zeros(3, 2, dtype=torch.float64), torch.tensor(0.25, dtype=torch.float64)
+    timed = NoiseScale(lambda t: 2 * float(t))(x, t)
+    assert timed.dtype == torch.float64 and float(timed) == 0.5
+    assert NoiseScale(0.3)(x, t) == 0.3
+    constant = NoiseScale(torch.tensor(0.5))
+    assert isinstance(constant.sigma, float) and constant(x, t) == 0.5
+
+
+def test_the_sde_callback_counts_steps_and_evaluations_through_the_hand_over():
+    x0 = torch.ones(2, 1, dtype=torch.float64)
+    seen = []
+    traj = fd.sample(lambda x, t: -x, fd.GaussianPath(), x0=x0, steps=10, sigma=1.0, ode_tail=0.25,
+                     generator=torch.Generator().manual_seed(0), return_trajectory=True,
+                     callback=lambda info: seen.append((info["step"], info["nfe"])))
+    # Euler–Maruyama to t = 0.7 (one drift call a step), then Euler: one call a step
+    assert seen == [(k, k) for k in range(1, 11)] and traj.nfe == 10
+
+
+def test_sde_trajectories_join_their_parts():
+    from flowdiff.learning.sampling.builders import NoiseScale
+    from flowdiff.learning.sampling.samplers import sde_sampler
+
+    field = lambda x, t: -x  # noqa: E731
+    ts = fd.grids.uniform(0, 1, 4, dtype=torch.float64)
+    x0 = torch.ones(2, 1, dtype=torch.float64)
+    for tail in (0.6, 0.3):  # one SDE step, then three
+        full = sde_sampler(field, field, x0, ts, NoiseScale(1.0), "euler_maruyama", tail,
+                           torch.Generator().manual_seed(0), "all")
+        assert torch.equal(full.times, ts) and full.states.shape == (5, 2, 1) and full.nfe == 4
+        final = sde_sampler(field, field, x0, ts, NoiseScale(1.0), "euler_maruyama", tail,
+                            torch.Generator().manual_seed(0), "final")
+        assert torch.equal(final.times, ts[-1:]) and torch.equal(final.states, full.states[-1:])
+
+
+def test_the_ode_sampler_defaults_to_heun_and_the_final_state():
+    from flowdiff.dynamics.equations import ODE
+    from flowdiff.dynamics.simulate import simulate
+    from flowdiff.learning.sampling.samplers import ode_sampler
+
+    field = lambda x, t: -x * t  # noqa: E731
+    ts = fd.grids.uniform(0, 1, 4, dtype=torch.float64)
+    x0 = torch.ones(2, 1, dtype=torch.float64)
+    seen = []
+    got = ode_sampler(field, x0, ts, callback=lambda info: seen.append(info["step"]))
+    want = simulate(ODE(field), x0, ts, "heun")
+    assert torch.equal(got.states, want.states) and torch.equal(got.times, ts[-1:]) and got.nfe == 8
+    assert seen == [1, 2, 3, 4]
