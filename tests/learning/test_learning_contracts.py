@@ -1045,3 +1045,69 @@ def test_the_ode_sampler_defaults_to_heun_and_the_final_state():
     want = simulate(ODE(field), x0, ts, "heun")
     assert torch.equal(got.states, want.states) and torch.equal(got.times, ts[-1:]) and got.nfe == 8
     assert seen == [1, 2, 3, 4]
+
+
+def test_handover_index_on_a_uniform_grid():
+    from flowdiff.learning.sampling.samplers import handover_index
+
+    ts = fd.grids.uniform(0, 1, 10)  # 0, 0.1, ..., 1; ts[5] = 0.5 exactly
+    for tail, index in ((0.0, 9), (0.02, 9), (0.15, 8), (0.5, 5), (0.95, 0), (1.0, 0)):
+        assert handover_index(ts, tail) == index, tail
+
+
+def test_sde_sampler_defaults_and_a_single_stochastic_step():
+    from flowdiff.learning.sampling.builders import NoiseScale
+    from flowdiff.learning.sampling.samplers import sde_sampler
+
+    field = lambda x, t: -x  # noqa: E731
+    ts = fd.grids.uniform(0, 1, 100, dtype=torch.float64)
+    x0 = torch.ones(3, 1, dtype=torch.float64)
+    default = sde_sampler(field, field, x0, ts, NoiseScale(1.0), generator=torch.Generator().manual_seed(0))
+    explicit = sde_sampler(field, field, x0, ts, NoiseScale(1.0), "euler_maruyama", 0.02,
+                           torch.Generator().manual_seed(0), "final")
+    assert torch.equal(default.states, explicit.states) and torch.equal(default.times, ts[-1:])
+    other_tail = sde_sampler(field, field, x0, ts, NoiseScale(1.0), "euler_maruyama", 0.5,
+                             torch.Generator().manual_seed(0), "final")
+    assert not torch.equal(other_tail.states, default.states)
+    # hand-over at index 1: one Euler–Maruyama step (noisy), then noiseless Euler steps
+    short = fd.grids.uniform(0, 1, 4, dtype=torch.float64)
+    one = sde_sampler(field, field, x0, short, NoiseScale(1.0), "euler_maruyama", 0.6,
+                      torch.Generator().manual_seed(0), "all")
+    step = torch.randn((1, 3, 1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)[0]
+    torch.testing.assert_close(one.states[1], x0 * 0.75 + 0.5 * step, rtol=1e-12, atol=1e-12)
+    seen = []
+    sde_sampler(field, field, x0, short, NoiseScale(1.0), "euler_maruyama", 1.0,
+                torch.Generator().manual_seed(0), "final", lambda info: seen.append((info["step"], info["nfe"])))
+    assert seen == [(1, 1), (2, 2), (3, 3), (4, 4)]  # no SDE part: counted from 0
+
+
+def test_a_time_dependent_sigma_reaches_the_drift_and_the_noise():
+    field = fd.MarginalField(fd.GaussianPath(), fd.Gaussian(torch.tensor([1.0], dtype=torch.float64), 0.25))
+    x0 = torch.randn(4, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    timed = fd.sample(field, fd.GaussianPath(), x0=x0, steps=8, sigma=lambda t: 0.5 + 0.0 * float(t),
+                      generator=torch.Generator().manual_seed(2))
+    constant = fd.sample(field, fd.GaussianPath(), x0=x0, steps=8, sigma=0.5,
+                         generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(timed, constant, rtol=1e-12, atol=1e-12)
+
+
+def test_start_noise_is_standard_normal_from_the_generator():
+    from flowdiff.learning.sampling import noise
+
+    got = noise(4, (2, 3), torch.Generator().manual_seed(0), "cpu")
+    assert torch.equal(got, torch.randn((4, 2, 3), generator=torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.parametrize("prediction, wrapped, t_min", [
+    ("velocity", False, 0.0), ("x1", False, 0.0), ("score", False, 1e-3), ("noise", False, 1e-3),
+    ("velocity", True, 1e-3),
+])
+def test_sampling_starts_where_the_field_can_be_evaluated(prediction, wrapped, t_min):
+    path = fd.GaussianPath()
+    target = fd.Gaussian(torch.tensor([1.0, -1.0], dtype=torch.float64), 0.25)
+    field = fd.MarginalField(path, target, prediction="score" if wrapped else prediction)
+    if wrapped:  # a score network seen as a velocity says itself where it can start
+        field = Converted(field, path, "score", "velocity")
+    x0 = torch.zeros(2, 2, dtype=torch.float64)
+    traj = fd.sample(field, path, x0=x0, steps=4, prediction=prediction, return_trajectory=True)
+    assert float(traj.times[0]) == t_min and float(traj.times[-1]) == 1.0
