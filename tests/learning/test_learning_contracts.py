@@ -1111,3 +1111,14 @@ def test_sampling_starts_where_the_field_can_be_evaluated(prediction, wrapped, t
     x0 = torch.zeros(2, 2, dtype=torch.float64)
     traj = fd.sample(field, path, x0=x0, steps=4, prediction=prediction, return_trajectory=True)
     assert float(traj.times[0]) == t_min and float(traj.times[-1]) == 1.0
+
+
+def test_time_grid_defaults_and_single_samples():
+    from flowdiff.learning.sampling import time_grid
+
+    assert torch.equal(time_grid("uniform", 4), fd.grids.uniform(0.0, 1.0, 4))
+    with raises_exactly(InvalidInputError, "need 0 <= t_min < t_max <= 1, got t_min=0.5, t_max=0.5"):
+        time_grid("uniform", 4, 0.5, 0.5)
+    assert fd.sample(_MODEL, fd.GaussianPath(), n=1, steps=2).shape == (1, 2)
+    with raises_exactly(InvalidInputError, "n must be a positive integer, got 2.5"):
+        fd.sample(_MODEL, fd.GaussianPath(), n=2.5, steps=2)
