@@ -852,23 +852,23 @@ def test_the_logged_window_is_the_mean_loss_the_rate_and_the_time(monkeypatch):
 
     from flowdiff.learning.training import trainer as trainer_module
 
-    # perf_counter: the window opens, closes after 2 steps, the fit ends; then a second fit
-    clock = iter([100.0, 101.0, 103.0, 200.0, 204.0, 205.0])
+    # perf_counter: the window opens, closes at steps 2 and 4, the fit ends; a second fit to step 6
+    clock = iter([100.0, 101.0, 105.0, 106.0, 200.0, 204.0, 205.0])
     monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
-    values = iter([1.0, 2.0, 4.0, 8.0])
+    values = iter([1.0, 2.0, 4.0, 8.0, 16.0, 32.0])
 
     def loss(model, path, x1, **batch):
         return model(x1, torch.zeros(x1.shape[0])).sum() * 0 + next(values)
 
     x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
-    trainer = _trainer(loss, x, lr_schedule="constant", lr=0.01, grad_clip=None)
-    trainer.fit(until=2)
-    assert trainer.state.elapsed == 3.0
+    trainer = _trainer(loss, x, steps=6, lr_schedule="constant", lr=0.01, grad_clip=None)
+    trainer.fit(until=4)
+    assert trainer.state.elapsed == 6.0
     history = trainer.fit().history
-    assert [(r["step"], r["loss"], r["lr"], r["grad_norm"]) for r in history] == [(2, 1.5, 0.01, None),
-                                                                                    (4, 6.0, 0.01, None)]
-    assert [(r["steps_per_s"], r["elapsed_s"]) for r in history] == [(2.0, 1.0), (0.5, 7.0)]
-    assert trainer.state.elapsed == 8.0
+    assert [(r["step"], r["loss"], r["lr"], r["grad_norm"]) for r in history] == [
+        (2, 1.5, 0.01, None), (4, 6.0, 0.01, None), (6, 24.0, 0.01, None)]
+    assert [(r["steps_per_s"], r["elapsed_s"]) for r in history] == [(2.0, 1.0), (0.5, 5.0), (0.5, 10.0)]
+    assert trainer.state.elapsed == 11.0
 
 
 def test_hooks_see_the_error_that_ended_training_and_coupling_objects_are_kept():
@@ -877,9 +877,14 @@ def test_hooks_see_the_error_that_ended_training_and_coupling_objects_are_kept()
 
     ended = []
 
+    logged = []
+
     class Watcher(Hook):
         def on_end(self, trainer, error):
             ended.append(error)
+
+        def on_log(self, trainer, record):
+            logged.append((trainer, record["step"]))
 
     def failing(model, path, x1, **batch):
         raise ValueError("bad batch")
@@ -891,8 +896,9 @@ def test_hooks_see_the_error_that_ended_training_and_coupling_objects_are_kept()
     with pytest.raises(ValueError, match="^bad batch$"):
         trainer.fit()
     assert isinstance(ended[0], ValueError) and str(ended[0]) == "bad batch"
-    _trainer("flow_matching", x, hooks=[Watcher()], steps=1).fit()
-    assert ended[1] is None
+    last = _trainer("flow_matching", x, hooks=[Watcher()], steps=1)
+    last.fit()
+    assert ended[1] is None and logged == [(last, 1)]
 
 
 def test_minibatches_are_drawn_by_the_given_generator():
