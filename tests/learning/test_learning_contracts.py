@@ -1128,3 +1128,49 @@ def test_time_grid_defaults_and_single_samples():
     assert fd.sample(_MODEL, fd.GaussianPath(), n=1, steps=2).shape == (1, 2)
     with raises_exactly(InvalidInputError, "n must be a positive integer, got 2.5"):
         fd.sample(_MODEL, fd.GaussianPath(), n=2.5, steps=2)
+
+
+def test_rademacher_hutchinson_is_exact_for_a_diagonal_jacobian():
+    """eps^T diag(a) eps = sum a_i eps_i^2 = tr(a) for eps_i = +-1: no estimation error at all."""
+    from flowdiff.learning.likelihood import log_prob
+
+    x = torch.tensor([[0.7, -1.1], [0.2, 0.4]], dtype=torch.float64)
+    got = log_prob(_linear, fd.GaussianPath(), x, steps=50, divergence="hutchinson", probes=3,
+                   probe_dist="rademacher", generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(got, _linear_log_prob(x), rtol=0, atol=1e-10)
+    gaussian = log_prob(_linear, fd.GaussianPath(), x, steps=50, divergence="hutchinson", probes=3,
+                        probe_dist="gaussian", generator=torch.Generator().manual_seed(0))
+    assert (gaussian - _linear_log_prob(x)).abs().min() > 1e-3
+    with raises_exactly(InvalidInputError, "unknown probe_dist 'normal'; choose one of ('rademacher', 'gaussian')"):
+        log_prob(_linear, fd.GaussianPath(), x, divergence="hutchinson", probe_dist="normal")
+    with raises_exactly(InvalidInputError, "unknown divergence 'trace'; choose one of ('exact', 'hutchinson')"):
+        log_prob(_linear, fd.GaussianPath(), x, divergence="trace")
+
+
+def test_log_prob_integrates_down_to_where_the_field_starts():
+    from flowdiff.learning.likelihood import log_prob
+
+    path = fd.GaussianPath()
+    target = fd.Gaussian(torch.tensor([1.0, -1.0], dtype=torch.float64), 0.25)
+    velocity = fd.MarginalField(path, target, prediction="velocity")
+
+    class Late:
+        t_min = 1e-3
+
+        def __call__(self, x, t):
+            return velocity(x, t)
+
+    x = torch.tensor([[0.7, -1.1], [0.2, 0.4]], dtype=torch.float64)
+    converted = Converted(fd.MarginalField(path, target, prediction="score"), path, "score", "velocity")
+    late = log_prob(Late(), path, x, steps=50)
+    torch.testing.assert_close(log_prob(converted, path, x, steps=50), late, rtol=0, atol=1e-9)
+    assert (log_prob(velocity, path, x, steps=50) - late).abs().min() > 1e-4  # t_min is not ignored
+
+
+def test_learning_rate_edges():
+    from flowdiff.learning.training.state import learning_rate
+
+    assert learning_rate(5, 1.0, 10, 0) == 0.5 * (1 + math.cos(math.pi * 0.5))  # cosine by default
+    assert learning_rate(2, 1.0, 2, 1) == 0.0  # one step after the warm-up: progress 1
+    assert learning_rate(15, 1.0, 10, 0) == 0.0  # past the end: progress clamped at 1
+    assert learning_rate(0, 0.5, 10, 4) == 0.5 / 4 and learning_rate(4, 0.5, 10, 4, "constant") == 0.5
