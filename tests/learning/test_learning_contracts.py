@@ -1174,3 +1174,55 @@ def test_learning_rate_edges():
     assert learning_rate(2, 1.0, 2, 1) == 0.0  # one step after the warm-up: progress 1
     assert learning_rate(15, 1.0, 10, 0) == 0.0  # past the end: progress clamped at 1
     assert learning_rate(0, 0.5, 10, 4) == 0.5 / 4 and learning_rate(4, 0.5, 10, 4, "constant") == 0.5
+
+
+def test_loss_input_messages_and_the_draws_of_a_batch():
+    path = fd.GaussianPath()
+    model = fd.models.MLP(2, hidden=(4,))
+    for x1 in (torch.zeros(3), torch.zeros(0, 2)):
+        with raises_exactly(InvalidInputError, f"x1 must be a batch of shape (batch, *shape), got {tuple(x1.shape)}"):
+            fd.flow_matching_loss(lambda x, t: x, path, x1)
+    with raises_exactly(IncompatibleError, "labels y were given but the model is unconditional (num_classes=None)"):
+        fd.flow_matching_loss(lambda x, t: x, path, torch.zeros(2, 2), y=torch.tensor([0, 1]))
+    with raises_exactly(IncompatibleError, "label_dropout needs labels y (it replaces labels by the null label)"):
+        fd.flow_matching_loss(model, path, torch.zeros(2, 2), label_dropout=0.1)
+    for t_min, t_max in ((0.5, 0.5), (0.0, 1.5)):
+        with raises_exactly(InvalidInputError, f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}"):
+            fd.flow_matching_loss(model, path, torch.zeros(2, 2), t_min=t_min, t_max=t_max)
+    with raises_exactly(InvalidInputError, "unknown time law 'late'; choose one of: uniform, early"):
+        fd.flow_matching_loss(model, path, torch.zeros(2, 2), time_law="late")
+    x1 = torch.randn(1, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))  # a batch of one
+    s, _ = path_batch(lambda x, t: x, path, x1, generator=torch.Generator().manual_seed(4))
+    generator = torch.Generator().manual_seed(4)
+    noise = torch.randn((1, 3), generator=generator, dtype=torch.float64)  # x0 ~ N(0, I) first, then t ~ U[0, 1]
+    t = torch.rand((1,), generator=generator, dtype=torch.float64)
+    assert torch.equal(s.noise, noise) and torch.equal(s.t, t) and s.x_t.dtype == torch.float64
+
+
+def test_sampling_inputs_of_every_form():
+    x0 = torch.ones(3, 2)
+    field = lambda x, t: -x  # noqa: E731
+    assert fd.sample(field, fd.GaussianPath(), n=3, x0=x0, steps=2).shape == (3, 2)
+    assert fd.sample(field, fd.GaussianPath(), x0=torch.ones(3), steps=2).shape == (3,)  # points of shape ()
+    two = fd.sample(field, fd.GaussianPath(), x0=x0, grid=torch.tensor([0.0, 1.0]))
+    torch.testing.assert_close(two, fd.sample(field, fd.GaussianPath(), x0=x0, steps=1))
+    model = fd.MarginalField(fd.GaussianPath(), fd.Gaussian(torch.tensor([1.0, -1.0]), 0.25))
+    ode = fd.sample(model, fd.GaussianPath(), x0=x0, steps=4)
+    assert torch.equal(fd.sample(model, fd.GaussianPath(), x0=x0, steps=4, sigma=torch.tensor(0.0)), ode)
+    noisy = fd.sample(model, fd.GaussianPath(), x0=x0, steps=4, sigma=1.0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(fd.sample(model, fd.GaussianPath(), x0=x0, steps=4, sigma=torch.tensor(1.0),
+                                 generator=torch.Generator().manual_seed(1)), noisy)
+    zero = fd.sample(model, fd.GaussianPath(), x0=x0, steps=4, sigma=lambda t: 0.0 * t,
+                     generator=torch.Generator().manual_seed(1))  # a callable may be 0: an SDE with no noise
+    torch.testing.assert_close(zero, fd.sample(model, fd.GaussianPath(), x0=x0, steps=4, solver="euler"))
+
+
+def test_labels_reach_the_model_as_long_and_unguided_fields_are_the_model():
+    from flowdiff.learning.sampling import guided_field
+
+    model = Recorder()
+    fd.sample(model, fd.GaussianPath(), x0=torch.ones(2, 2), steps=1, solver="euler",
+              y=torch.tensor([1, 2], dtype=torch.int32))
+    assert model.calls[-1]["y"].dtype == torch.long and model.calls[-1]["y"].tolist() == [1, 2]
+    assert guided_field(model, torch.tensor([1])).model is model
+    assert guided_field(model, None, 1.0).model is model and guided_field(model, None).cond == {}
