@@ -70,8 +70,9 @@ def check_solver(solver: str | Solver) -> Solver:
 
 def _as_scaling(scale, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(mean, std) broadcast to one point's shape, from a std, a (mean, std) pair or a mapping."""
-    if scale is not None and not isinstance(scale, Mapping) and hasattr(scale, "std"):
-        scale = {"mean": getattr(scale, "mean", None), "std": scale.std}  # e.g. a run's DataInfo
+    if scale is not None and not isinstance(scale, Mapping) and hasattr(scale, "std") and not callable(scale.std):
+        # e.g. a run's DataInfo; a tensor or array given as the std has std and mean *methods*
+        scale = {"mean": getattr(scale, "mean", None), "std": scale.std}
     if isinstance(scale, Mapping):
         if "std" not in scale:
             raise InvalidInputError(

@@ -30,17 +30,18 @@ GRIDS: dict[str, Callable[..., torch.Tensor]] = {
 
 
 def time_grid(grid: str | torch.Tensor, steps: int, t_min: float = 0.0, t_max: float = 1.0,
-              device=None) -> torch.Tensor:
-    """The increasing sampling grid from t_min to t_max: a named grid with `steps` steps, or given times."""
+              device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The increasing sampling grid from t_min to t_max: a named grid with `steps` steps, or given times,
+    in `dtype` (the dtype of the states, so that a float64 run is not on a grid rounded to float32)."""
     from flowdiff.registry import lookup
 
     if not 0.0 <= t_min < t_max <= 1.0:
         raise InvalidInputError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
     if isinstance(grid, str):
-        return lookup(GRIDS, grid, "grid")(t_min, t_max, steps).to(device)
+        return lookup(GRIDS, grid, "grid")(t_min, t_max, steps, dtype=dtype).to(device)
     if not isinstance(grid, torch.Tensor):
         raise InvalidInputError(f"grid must be a name ({', '.join(GRIDS)}) or a 1-d tensor of times")
-    ts = check_grid(grid.detach().float())
+    ts = check_grid(grid.detach().to(dtype))
     if not (bool(ts[1] > ts[0]) and float(ts[0]) >= 0.0 and float(ts[-1]) <= 1.0):
         raise InvalidInputError("a sampling grid must increase within [0, 1] (t = 0 noise, t = 1 data)")
     return ts.to(device)

@@ -36,13 +36,13 @@ def time_range(model, prediction: str, t_min: float | None, t_max: float) -> tup
 
 
 def _start(model, x0, n, device) -> tuple[torch.Tensor | None, int | None, torch.device]:
-    device = torch.device(device) if device is not None else (x0.device if x0 is not None else model_device(model))
-    if x0 is not None:
+    if x0 is not None:  # checked before its device is read
         if not isinstance(x0, torch.Tensor) or x0.ndim < 1:
             raise InvalidInputError("x0 must be a tensor of starting points (n, *data_shape)")
         if n is not None and n != x0.shape[0]:
             raise InvalidInputError(f"n={n} but x0 holds {x0.shape[0]} points")
         n = x0.shape[0]
+    device = torch.device(device) if device is not None else (x0.device if x0 is not None else model_device(model))
     return x0, n, device
 
 
@@ -92,7 +92,7 @@ def sample(
     y, n = check_labels_for_sampling(model, y, guidance, n, device)
     _check_counts(n, steps)
     t_min, t_max = time_range(model, prediction, t_min, t_max)
-    ts = time_grid(grid, steps, t_min, t_max)
+    ts = time_grid(grid, steps, t_min, t_max, dtype=x0.dtype if x0 is not None else torch.float32)
     stochastic = check_sigma(sigma, ts)
     if x0 is None:
         shape = getattr(model, "data_shape", None)

@@ -158,7 +158,7 @@ def _integer(name: str, value, low: int) -> None:
 
 def _positive(name: str, value, note: str = "") -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
-        raise InvalidInputError(f"{name} must be a finite number > 0 {note}, got {value!r}".replace("  ", " "))
+        raise InvalidInputError(f"{name} must be a finite number > 0{' ' + note if note else ''}, got {value!r}")
 
 
 def _widths(hidden) -> tuple[int, ...]:
