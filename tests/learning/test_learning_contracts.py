@@ -1244,3 +1244,29 @@ def test_velocity_by_default_an_explicit_device_and_sigma_checked_in_float64():
     assert check_sigma(lambda t: 1e39, ts) is True  # finite in float64 (inf in float32)
     with raises_exactly(InvalidInputError, "sigma(t) must be finite and >= 0 at every time of the grid"):
         check_sigma(lambda t: -1e-50, ts)  # negative in float64 (-0.0 in float32)
+
+
+def test_builders_return_the_asked_dtype_and_dropout_is_strictly_below_p():
+    from flowdiff.learning.sampling import noise, time_grid
+
+    grid = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    assert time_grid(grid, 2, dtype=torch.float32).dtype == torch.float32
+    got = noise(3, (2,), torch.Generator().manual_seed(0), "cpu", torch.float64)
+    assert torch.equal(got, torch.randn((3, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    # a label is dropped when its uniform draw u < p: p equal to the first draw keeps the first label
+    u = torch.rand((4,), generator=torch.Generator().manual_seed(9))
+    dropped = drop_labels(torch.tensor([0, 1, 2, 0]), 3, float(u[0]), torch.Generator().manual_seed(9))
+    assert int(dropped[0]) == 0 and dropped.tolist() == torch.where(u < u[0], 3, torch.tensor([0, 1, 2, 0])).tolist()
+
+
+def test_the_likelihood_is_integrated_on_a_grid_of_the_data_dtype():
+    from flowdiff.learning.likelihood import log_prob
+
+    seen = []
+
+    def field(x, t):
+        seen.append(float(t[0]))
+        return x * A
+
+    log_prob(field, fd.GaussianPath(), torch.zeros(1, 2, dtype=torch.float64), steps=10, solver="euler")
+    assert seen == torch.linspace(1.0, 0.0, 11, dtype=torch.float64)[:-1].tolist()
