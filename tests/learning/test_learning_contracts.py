@@ -577,7 +577,7 @@ _GRID = "a sampling grid must increase within [0, 1] (t = 0 noise, t = 1 data)"
      "labels y must be integers, got dtype torch.float32"),
     (dict(model=_CONDITIONAL, n=2, y=torch.tensor([0, 1j])), InvalidInputError,
      "labels y must be integers, got dtype torch.complex64"),
-    (dict(model=_MODEL, n=3, x0=torch.zeros(2, 2)), InvalidInputError, "n=3 but x0 holds 2 points"),
+    (dict(model=_MODEL, n=3, x0=torch.zeros(2, 5)), InvalidInputError, "n=3 but x0 holds 2 points"),
     (dict(model=_MODEL, x0=[0.0, 1.0]), InvalidInputError, "x0 must be a tensor of starting points (n, *data_shape)"),
     (dict(model=_MODEL, x0=torch.tensor(1.0)), InvalidInputError,
      "x0 must be a tensor of starting points (n, *data_shape)"),
@@ -645,10 +645,14 @@ def test_log_prob_defaults_and_count_checks():
     from flowdiff.learning.likelihood import log_prob
 
     path, x = fd.GaussianPath(), torch.tensor([[0.7, -1.1], [0.2, 0.4]], dtype=torch.float64)
-    assert torch.equal(log_prob(_linear, path, x), log_prob(_linear, path, x, steps=100))
-    one = log_prob(_linear, path, x, steps=3, divergence="hutchinson", generator=torch.Generator().manual_seed(1))
-    assert torch.equal(one, log_prob(_linear, path, x, steps=3, divergence="hutchinson", probes=1,
-                                     generator=torch.Generator().manual_seed(1)))
+    timed = lambda x, t: x * A * t.reshape(-1, 1)  # noqa: E731  (a time-dependent field: the steps matter)
+    assert torch.equal(log_prob(timed, path, x), log_prob(timed, path, x, steps=100))
+    assert not torch.equal(log_prob(timed, path, x), log_prob(timed, path, x, steps=101))
+    options = {"steps": 3, "divergence": "hutchinson", "probe_dist": "gaussian"}
+    one = log_prob(_linear, path, x, generator=torch.Generator().manual_seed(1), **options)
+    assert torch.equal(one, log_prob(_linear, path, x, probes=1, generator=torch.Generator().manual_seed(1), **options))
+    assert not torch.equal(one, log_prob(_linear, path, x, probes=2, generator=torch.Generator().manual_seed(1),
+                                         **options))
     for name, bad in (("probes", 0), ("probes", 2.5), ("probes", True), ("steps", 0), ("steps", 2.5),
                       ("steps", True), ("steps", 2.0)):
         options = {"divergence": "hutchinson", name: bad}
@@ -1226,3 +1230,43 @@ def test_labels_reach_the_model_as_long_and_unguided_fields_are_the_model():
     assert model.calls[-1]["y"].dtype == torch.long and model.calls[-1]["y"].tolist() == [1, 2]
     assert guided_field(model, torch.tensor([1])).model is model
     assert guided_field(model, None, 1.0).model is model and guided_field(model, None).cond == {}
+
+
+def test_velocity_by_default_an_explicit_device_and_sigma_checked_in_float64():
+    from flowdiff.learning.predictions import as_velocity
+    from flowdiff.learning.sampling.builders import check_sigma
+
+    model = fd.models.MLP(2, hidden=(4,))
+    assert as_velocity(model, fd.GaussianPath()) is model
+    x = fd.sample(model, fd.GaussianPath(), n=2, steps=2, device="cpu", generator=torch.Generator().manual_seed(0))
+    assert x.device == torch.device("cpu") and x.shape == (2, 2)
+    ts = fd.grids.uniform(0, 1, 4)
+    assert check_sigma(lambda t: 1e39, ts) is True  # finite in float64 (inf in float32)
+    with raises_exactly(InvalidInputError, "sigma(t) must be finite and >= 0 at every time of the grid"):
+        check_sigma(lambda t: -1e-50, ts)  # negative in float64 (-0.0 in float32)
+
+
+def test_builders_return_the_asked_dtype_and_dropout_is_strictly_below_p():
+    from flowdiff.learning.sampling import noise, time_grid
+
+    grid = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    assert time_grid(grid, 2, dtype=torch.float32).dtype == torch.float32
+    got = noise(3, (2,), torch.Generator().manual_seed(0), "cpu", torch.float64)
+    assert torch.equal(got, torch.randn((3, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    # a label is dropped when its uniform draw u < p: p equal to the first draw keeps the first label
+    u = torch.rand((4,), generator=torch.Generator().manual_seed(9))
+    dropped = drop_labels(torch.tensor([0, 1, 2, 0]), 3, float(u[0]), torch.Generator().manual_seed(9))
+    assert int(dropped[0]) == 0 and dropped.tolist() == torch.where(u < u[0], 3, torch.tensor([0, 1, 2, 0])).tolist()
+
+
+def test_the_likelihood_is_integrated_on_a_grid_of_the_data_dtype():
+    from flowdiff.learning.likelihood import log_prob
+
+    seen = []
+
+    def field(x, t):
+        seen.append(float(t[0]))
+        return x * A
+
+    log_prob(field, fd.GaussianPath(), torch.zeros(1, 2, dtype=torch.float64), steps=10, solver="euler")
+    assert seen == torch.linspace(1.0, 0.0, 11, dtype=torch.float64)[:-1].tolist()
