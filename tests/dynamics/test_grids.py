@@ -59,15 +59,6 @@ def test_rho_grid_inside_the_interval():
     assert torch.allclose(grids.rho(0.0, 0.5, 8, rho=1.0), grids.uniform(0.0, 0.5, 8), atol=1e-6)
 
 
-def test_karras_noise_levels():
-    sigmas = grids.karras(sigma_min=0.002, sigma_max=80.0, steps=18, rho=7.0)
-    assert sigmas.shape == (19,)
-    assert float(sigmas[0]) == pytest.approx(80.0) and float(sigmas[-1]) == pytest.approx(0.002)
-    assert (sigmas.diff() < 0).all()
-    root = sigmas.double() ** (1 / 7)
-    assert torch.allclose(root.diff(), root.diff()[0].expand(18), atol=1e-5)
-
-
 @pytest.mark.parametrize(
     "make",
     [
@@ -77,8 +68,6 @@ def test_karras_noise_levels():
         lambda: grids.shifted(0.0, 1.0, steps=-1),
         lambda: grids.rho(0.0, 1.0, steps=10, rho=-1.0),
         lambda: grids.rho(0.0, 1.0, steps=0),
-        lambda: grids.karras(sigma_min=1.0, sigma_max=0.5),
-        lambda: grids.karras(steps=0),
     ],
 )
 def test_bad_grid_parameters(make):

@@ -80,14 +80,3 @@ def rho(
     t[0], t[-1] = t0, t1
     return t.to(device=device, dtype=dtype)
 
-
-def karras(
-    sigma_min: float = 0.002, sigma_max: float = 80.0, steps: int = 18, rho: float = 7.0
-) -> torch.Tensor:
-    """Karras et al. (2022) noise levels sigma_i from sigma_max down to sigma_min (steps + 1)."""
-    if not 0 < sigma_min < sigma_max:
-        raise InvalidInputError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
-    _check_steps(steps)
-    i = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
-    a, b = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
-    return ((a + i * (b - a)) ** rho).float()

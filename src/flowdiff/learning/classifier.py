@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowdiff.errors import InvalidInputError
+from flowdiff.learning.devices import model_device
 
 
 class ImageClassifier(nn.Module):
@@ -90,16 +91,12 @@ def _check_images(images: torch.Tensor, shape: tuple[int, ...], name: str) -> to
     return images
 
 
-def _device_of(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
-
-
 @torch.no_grad()
 def _apply(classifier: ImageClassifier, images: torch.Tensor, what: str, batch_size: int = 1024):
     images = _check_images(images, classifier.data_shape, "images")
     was_training = classifier.training
     classifier.eval()
-    device = _device_of(classifier)
+    device = model_device(classifier)
     outputs = []
     for start in range(0, images.shape[0], batch_size):
         chunk = images[start : start + batch_size].to(device, torch.float32)
