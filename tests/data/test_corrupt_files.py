@@ -39,3 +39,11 @@ def test_a_decompression_bomb_is_refused_not_decoded(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(InvalidInputError, match="too large to decode safely"):
         load_images(str(folder))
+
+
+def test_values_beyond_float32_are_named_as_an_overflow(tmp_path, cli):
+    np.savetxt(tmp_path / "huge.csv", np.array([[1.0, 2.0], [3e39, 4.0], [5.0, 6.0]]), delimiter=",")
+    result = cli("train", "--data", tmp_path / "huge.csv", "--out", tmp_path / "run", "--quiet")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "beyond float32's range" in result.stderr and "row indices 1," in result.stderr
+    assert "NaN" not in result.stderr and not (tmp_path / "run").exists()

@@ -139,3 +139,14 @@ def test_registry_and_errors():
         MinibatchOT()(torch.zeros(4, 2), torch.zeros(5, 2))
     with pytest.raises(InvalidInputError, match="labels"):
         MinibatchOT()(torch.zeros(4, 2), torch.zeros(4, 2), torch.zeros(3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("method", ["exact", "sinkhorn"])
+def test_optimal_transport_refuses_non_finite_points_by_name(method):
+    x0, x1 = torch.randn(8, 2), torch.randn(8, 2)
+    x1[3, 1] = float("nan")
+    with pytest.raises(fd.errors.InvalidInputError, match="the data batch holds NaN or inf"):
+        fd.couplings.MinibatchOT(method=method)(x0, x1)
+    x0[0, 0] = float("inf")
+    with pytest.raises(fd.errors.InvalidInputError, match="the noise batch holds NaN or inf"):
+        fd.couplings.MinibatchOT(method=method)(x0, torch.randn(8, 2))

@@ -62,7 +62,15 @@ def _check_vectors(x: np.ndarray, source: str) -> np.ndarray:
         raise InvalidInputError(f"{source}: data must be a 2-D array (n, d), got shape {x.shape}{hint}")
     if x.shape[0] < 2 or x.shape[1] < 1:
         raise InvalidInputError(f"{source}: data needs at least 2 rows and 1 column, got shape {x.shape}")
-    x = x.astype(np.float32)
+    wide = x.astype(np.float64)
+    overflow = np.isfinite(wide) & (np.abs(wide) > np.finfo(np.float32).max)
+    if overflow.any():
+        rows = np.unique(np.nonzero(overflow)[0])
+        shown = ", ".join(str(r) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+        raise InvalidInputError(
+            f"{source}: {len(rows)} row(s) hold values beyond float32's range (|x| > 3.4e38; row indices {shown}, "
+            "counting the first data row as 0); the network computes in float32: rescale the data first")
+    x = wide.astype(np.float32)
     bad = ~np.isfinite(x)
     if bad.any():
         rows = np.unique(np.nonzero(bad)[0])

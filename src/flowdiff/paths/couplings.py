@@ -77,6 +77,9 @@ def squared_distances(x0: torch.Tensor, x1: torch.Tensor) -> np.ndarray:
 
     a = x0.detach().reshape(x0.shape[0], -1).cpu().numpy().astype(np.float64)
     b = x1.detach().reshape(x1.shape[0], -1).cpu().numpy().astype(np.float64)
+    for points, name in ((a, "noise"), (b, "data")):
+        if not np.isfinite(points).all():
+            raise InvalidInputError(f"optimal transport needs finite points, but the {name} batch holds NaN or inf")
     return cdist(a, b, "sqeuclidean")
 
 
