@@ -22,6 +22,7 @@ def test_simulate_refuses_absurd_numbers_in_one_line(tmp_path, cli, args, messag
     (["--lr", "inf"], "lr must be a finite number > 0"),
     (["--ema-decay", "1"], "ema_decay must lie in [0, 1)"),
     (["--steps", "0"], "--steps"),
+    (["--batch", "1000000000"], "use a smaller batch size"),
 ])
 def test_train_refuses_absurd_numbers_before_creating_anything(tmp_path, cli, args, message):
     result = cli("train", "--data", "moons", "--out", tmp_path / "run", *args, "--quiet")

@@ -153,3 +153,24 @@ def test_time_law_reaches_the_loss_and_the_config(tmp_path):
     assert config["training"]["time_law"] == "early"
     with pytest.raises(InvalidInputError, match="unknown time law 'late'"):
         Trainer(MLP(dim=2, hidden=(16,)), fd.GaussianPath(), x, time_law="late")
+
+
+def test_a_batch_that_cannot_fit_in_memory_is_refused_up_front_with_the_estimate():
+    from flowdiff.learning.training.memory import activation_floats, step_bytes
+
+    class Small(torch.nn.Module):
+        data_shape = (2,)
+
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.SiLU(), torch.nn.Linear(16, 2))
+
+        def forward(self, x, t):
+            return self.net(x)
+
+    x = torch.randn(3, 2)
+    assert activation_floats(Small(), x, {}) == 3 * (16 + 16 + 2)  # the three leaf layers' outputs
+    # per example: activations and their gradients, and six data-shaped tensors, at 4 bytes a number
+    assert step_bytes(Small(), x, 1000, {}) == 4 * 1000 * (2 * 34 + 6 * 2)
+    with pytest.raises(InvalidInputError, match=r"batches of 10000000000 needs about .* GiB .* use a smaller batch"):
+        Trainer(MLP(2, hidden=(16,), time_dim=4), fd.GaussianPath(), _target(64), batch_size=10**10, device="cpu")

@@ -23,6 +23,7 @@ from flowdiff.learning.training.batches import InMemoryData
 from flowdiff.learning.training.config import TrainConfig
 from flowdiff.learning.training.ema import EMA
 from flowdiff.learning.training.hooks import Hook
+from flowdiff.learning.training.memory import check_step_fits
 from flowdiff.learning.training.state import TrainState, learning_rate
 from flowdiff.paths.gaussian_path import GaussianPath
 
@@ -80,6 +81,8 @@ class Trainer:
         self.coupling = get_coupling(objects.get("coupling", self.config.coupling))
         self.prediction = getattr(self.loss, "prediction", "velocity")
         self.label_dropout = self.config.label_dropout if self.data.labelled else 0.0
+        check_step_fits(model.to(self.device), self.data.x[:2], self.config.batch_size,
+                        {} if self.data.y is None else {"y": self.data.y[:2]}, self.device)
         self.warmup = min(self.config.warmup, self.config.steps - 1)
         c = self.config
         self.state = TrainState.create(model.to(self.device), c.lr, c.weight_decay, c.ema_decay, c.seed,
