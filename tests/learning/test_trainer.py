@@ -174,3 +174,11 @@ def test_a_batch_that_cannot_fit_in_memory_is_refused_up_front_with_the_estimate
     assert step_bytes(Small(), x, 1000, {}) == 4 * 1000 * (2 * 34 + 6 * 2)
     with pytest.raises(InvalidInputError, match=r"batches of 10000000000 needs about .* GiB .* use a smaller batch"):
         Trainer(MLP(2, hidden=(16,), time_dim=4), fd.GaussianPath(), _target(64), batch_size=10**10, device="cpu")
+
+
+def test_data_of_another_shape_than_the_network_is_refused_when_the_trainer_is_built():
+    from flowdiff.learning.models import UNet
+
+    expected = r"data points have shape \(1, 12, 12\) but the model expects \(1, 8, 8\)"
+    with pytest.raises(InvalidInputError, match=expected):
+        Trainer(UNet(1, 8, base_channels=8), fd.GaussianPath(), torch.randn(10, 1, 12, 12), device="cpu")

@@ -53,6 +53,10 @@ def available_bytes(device: torch.device) -> int:
 def check_step_fits(model: nn.Module, example: torch.Tensor, batch_size: int, cond: dict,
                     device: torch.device) -> None:
     """Refuse a batch whose training step is estimated to need more than half of the device's memory."""
+    shape = getattr(model, "data_shape", None)
+    if shape is not None and tuple(example.shape[1:]) != tuple(shape):
+        raise InvalidInputError(f"data points have shape {tuple(example.shape[1:])} but the model expects "
+                                f"{tuple(shape)}")
     needed, have = step_bytes(model, example, batch_size, cond), available_bytes(device)
     if needed > MEMORY_SHARE * have:
         raise InvalidInputError(
