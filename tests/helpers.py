@@ -30,3 +30,13 @@ def check_time_and_label_conditioning(model, x: torch.Tensor) -> None:
         other_time = model(x, torch.tensor(0.9), y=torch.full((n,), 3))
     assert (base - other_label).abs().mean() > 1e-3 * base.abs().mean()
     assert (base - other_time).abs().mean() > 1e-3 * base.abs().mean()
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Replace every weight (the zero-initialised output layers included) by random ones, so that the output
+    depends on x, t and y; in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(0.2 * torch.randn(parameter.shape, generator=generator))
+    return model.eval()

@@ -1,11 +1,9 @@
-"""Trainer: the loss falls, metrics.jsonl is written, the LR schedule, input checks, Ctrl-C checkpoints."""
+"""Trainer: the loss falls, metrics.jsonl is written, the LR schedule, input checks, memory estimates."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 
 import pytest
 import torch
@@ -117,24 +115,6 @@ def test_bad_inputs_are_refused():
     if not torch.cuda.is_available():
         with pytest.raises(InvalidInputError, match="CUDA is not available"):
             pick_device("cuda")
-
-
-def test_ctrl_c_finishes_the_step_saves_a_checkpoint_and_stops(tmp_path):
-    calls = []
-
-    def loss_that_presses_ctrl_c(model, path, x1, **kwargs):
-        calls.append(1)
-        if len(calls) == 10:
-            os.kill(os.getpid(), signal.SIGINT)
-        return flow_matching_loss(model, path, x1, **kwargs)
-
-    handler = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt, match="stopped at step 10"):
-        fd.train(MLP(2, hidden=(8,), time_dim=4), fd.GaussianPath(), _target(64), loss=loss_that_presses_ctrl_c,
-                 steps=50, batch_size=8, checkpoint_every=100, out=tmp_path / "run", device="cpu")
-    assert signal.getsignal(signal.SIGINT) is handler  # the previous handler is back
-    latest = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())
-    assert latest["step"] == 10
 
 
 def test_time_law_reaches_the_loss_and_the_config(tmp_path):

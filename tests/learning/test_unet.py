@@ -6,20 +6,11 @@ import json
 
 import pytest
 import torch
-from helpers import check_time_and_label_conditioning
+from helpers import check_time_and_label_conditioning, randomize
 
 from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.learning.models import MODELS, build_model, default_image_model
 from flowdiff.learning.models.unet import UNet
-
-
-def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Replace the zero-initialised output layers by random weights, so that the output depends on x, t, y."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(0.2 * torch.randn(parameter.shape, generator=generator))
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -58,20 +58,21 @@ def test_a_lock_of_another_live_process_refuses_and_a_dead_ones_is_taken_over(tm
     assert not lock_file.exists()
 
 
-def test_sigterm_finishes_the_step_saves_and_stops(tmp_path):
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_finish_the_step_save_and_stop(tmp_path, number):
     calls = []
 
-    def loss_that_gets_sigterm(model, path, x1, **kwargs):
+    def loss_that_gets_a_signal(model, path, x1, **kwargs):
         calls.append(1)
         if len(calls) == 7:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), number)
         return flow_matching_loss(model, path, x1, **kwargs)
 
-    handler = signal.getsignal(signal.SIGTERM)
+    handler = signal.getsignal(number)
     with pytest.raises(KeyboardInterrupt, match="stopped at step 7"):
-        fd.train(MLP(2, hidden=(8,)), fd.GaussianPath(), DATA, loss=loss_that_gets_sigterm, out=tmp_path / "run",
+        fd.train(MLP(2, hidden=(8,)), fd.GaussianPath(), DATA, loss=loss_that_gets_a_signal, out=tmp_path / "run",
                  **SETTINGS)
-    assert signal.getsignal(signal.SIGTERM) is handler
+    assert signal.getsignal(number) is handler  # the previous handler is back
     assert json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())["step"] == 7
 
 

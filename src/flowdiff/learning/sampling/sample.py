@@ -24,15 +24,15 @@ from flowdiff.learning.sampling.samplers import ode_sampler, sde_sampler
 from flowdiff.paths.gaussian_path import PREDICTIONS, GaussianPath
 
 
-def time_range(model, prediction: str, t_min: float | None, t_max: float) -> tuple[float, float]:
-    """Where sampling starts and ends: t_min given, or where the field can be evaluated.
+def start_time(model, prediction: str, t_min: float | None) -> float:
+    """Where sampling starts: t_min given, or the first time where the field can be evaluated.
 
     A score or noise prediction has no velocity at t = 0 (alpha_0 = 0): start at 1e-3. Wrapped
     fields (`Converted`) say so themselves through their t_min.
     """
     if t_min is None:
         t_min = START_AFTER_ZERO if prediction in ("score", "noise") else getattr(model, "t_min", 0.0)
-    return float(t_min), float(t_max)
+    return float(t_min)
 
 
 def _start(model, x0, n, device) -> tuple[torch.Tensor | None, int | None, torch.device]:
@@ -91,7 +91,7 @@ def sample(
     x0, n, device = _start(model, x0, n, device)
     y, n = check_labels_for_sampling(model, y, guidance, n, device)
     _check_counts(n, steps)
-    t_min, t_max = time_range(model, prediction, t_min, t_max)
+    t_min = start_time(model, prediction, t_min)
     ts = time_grid(grid, steps, t_min, t_max, dtype=x0.dtype if x0 is not None else torch.float32)
     stochastic = check_sigma(sigma, ts)
     if x0 is None:

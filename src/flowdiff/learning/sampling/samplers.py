@@ -74,6 +74,7 @@ def _joined(parts: list[Trajectory]) -> Trajectory:
     if len(parts) == 1:
         return parts[0]
     first, last = parts
-    return Trajectory(times=torch.cat([first.times, last.times[1:]]) if len(first.times) > 1 else last.times,
-                      states=torch.cat([first.states, last.states[1:]]) if len(first.times) > 1 else last.states,
+    if len(first.times) == 1:  # only the final states were kept
+        return Trajectory(times=last.times, states=last.states, nfe=first.nfe + last.nfe)
+    return Trajectory(times=torch.cat([first.times, last.times[1:]]), states=torch.cat([first.states, last.states[1:]]),
                       nfe=first.nfe + last.nfe)

@@ -81,12 +81,14 @@ class Trainer:
         self.coupling = get_coupling(objects.get("coupling", self.config.coupling))
         self.prediction = getattr(self.loss, "prediction", "velocity")
         self.label_dropout = self.config.label_dropout if self.data.labelled else 0.0
-        check_step_fits(model.to(self.device), self.data.x[:2], self.config.batch_size,
+        model = model.to(self.device)
+        check_step_fits(model, self.data.x[:2], self.config.batch_size,
                         {} if self.data.y is None else {"y": self.data.y[:2]}, self.device)
         self.warmup = min(self.config.warmup, self.config.steps - 1)
         c = self.config
-        self.state = TrainState.create(model.to(self.device), c.lr, c.weight_decay, c.ema_decay, c.seed,
+        self.state = TrainState.create(model, c.lr, c.weight_decay, c.ema_decay, c.seed,
                                        self.device)
+        self._params = [p for group in self.state.optimizer.param_groups for p in group["params"]]
         self.history: list[dict] = []
         self.stop_requested = False
         self.hooks = list(hooks)
@@ -126,8 +128,7 @@ class Trainer:
         loss.backward()
         grad_norm = None
         if config.grad_clip is not None:
-            params = [p for group in state.optimizer.param_groups for p in group["params"]]
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip, foreach=True)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self._params, config.grad_clip, foreach=True)
         rate = learning_rate(state.step, config.lr, config.steps, self.warmup, config.lr_schedule)
         for group in state.optimizer.param_groups:
             group["lr"] = rate
