@@ -120,6 +120,8 @@ def load_dataset(
     from flowdiff.data.toy2d import TOY_DATASETS
 
     text = str(spec)
+    if image_size is not None and not is_image_spec(text):
+        raise InvalidInputError(f"an image size applies to image sets, and {text!r} is not one")
     if text in TOY_DATASETS:
         if standardize:
             raise InvalidInputError("standardize applies to data files; the toy sets are already scaled")

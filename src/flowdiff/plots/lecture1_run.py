@@ -1,6 +1,6 @@
 """Lecture 1's pictures from settings: build the process, simulate it once with `flowdiff.simulate`, draw it.
 
-`run("ou", sigmas=[0.5, 1, 2])` writes `figures/ou.png` (and a GIF with `animate=True`); the figures
+`run("ou", sigmas=[0.5, 1, 2])` writes `runs/simulate/ou.png` (and a GIF with `animate=True`); the figures
 themselves are `flowdiff.plots.lecture1`. A `callback` sees every step of every simulation, with
 the overall progress in "done" out of "total" steps and a "task" naming the simulation.
 """
@@ -193,7 +193,7 @@ def figure(simulation: Simulation):
 
 def run(process: str, sigmas: Sequence[float] | None = None, theta: float = 0.25, omega: float = 1.0,
         paths: int | None = None, steps: int | None = None, t_end: float | None = None, solver: str | None = None,
-        modes: int = 5, seed: int = 0, out: str | Path = Path("figures"), animate: bool = False,
+        modes: int = 5, seed: int = 0, out: str | Path = Path("runs/simulate"), animate: bool = False,
         callback: Callable[[dict], None] | None = None) -> list[Path]:
     """Simulate `process`, write `<out>/<process>.png` (and .gif with animate); return the files written."""
     from flowdiff.plots import lecture1

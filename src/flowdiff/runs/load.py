@@ -45,8 +45,22 @@ class Run:
         if kwargs.get("return_trajectory"):
             raise InvalidInputError("Run.sample returns samples; for trajectories call "
                                     "flowdiff.sample(run.model, ...)")
+        self.check_fits(n, kwargs)
         out = sample(self.model, self.path, n=n, **kwargs)
         return self.data_info.unstandardize(out) if unstandardize else out
+
+
+    def check_fits(self, n: int | None, options: dict) -> None:
+        """Refuse up front, with the estimate, a draw that cannot fit in memory (instead of an allocator's crash)."""
+        from flowdiff.learning.training.memory import check_sampling_fits
+
+        y = options.get("y")
+        y = torch.as_tensor(y, device=self.device).reshape(-1) if y is not None else None
+        count = n if n is not None else (len(y) if y is not None and y.numel() > 1 else None)
+        steps = options.get("steps", 100)
+        if isinstance(count, int) and isinstance(steps, int) and count > 0 and steps > 0:
+            check_sampling_fits(self.model, self.data_info.shape, count, steps, self.device, y,
+                                options.get("guidance", 1.0))
 
 
 def check_finite(network: nn.Module, file: Path) -> None:

@@ -17,6 +17,10 @@ LR_SCHEDULES = ("cosine", "constant")
 """Learning-rate schedules after the warm-up."""
 
 NOT_RESULT_FIELDS = ("checkpoint_every", "log_every", "device")
+
+MAX_STEPS = 10**9
+"""The most optimisation steps a run may ask for: months of training at any speed this code reaches, so a
+larger number is a typo (a run that would never end), refused before anything starts."""
 """Settings that do not change the trained weights: a resumed run may change them."""
 
 
@@ -59,6 +63,9 @@ class TrainConfig:
         for name, low in (("steps", 1), ("batch_size", 1), ("warmup", 0), ("checkpoint_every", 1),
                           ("log_every", 1), ("seed", 0)):
             _integer(name, getattr(self, name), low)
+        if self.steps > MAX_STEPS:
+            raise InvalidInputError(f"steps={self.steps} would never finish; at most {MAX_STEPS:.0e} steps are "
+                                    "accepted")
         for name in ("n_data", "image_size"):
             if getattr(self, name) is not None:
                 _integer(name, getattr(self, name), 1)
