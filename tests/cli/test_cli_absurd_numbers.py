@@ -10,6 +10,8 @@ import pytest
     (["--sigma", "nan"], "Invalid value for '--sigma'"),
     (["--steps", "99999999999999999999"], "to keep every state, more than half of this machine's"),
     (["--theta", "1e30"], "paths became NaN or inf at t = 0.04 (step 2)"),
+    (["--t-end", "1e308"], "t_end=1e+308 is beyond the float32 numbers the simulation computes with"),
+    (["--sigma", "1e200"], "sigma=1e+200 is beyond the float32 numbers"),
 ])
 def test_simulate_refuses_absurd_numbers_in_one_line(tmp_path, cli, args, message):
     result = cli("simulate", "ou", *args, "--out", tmp_path / "figures")

@@ -144,6 +144,7 @@ def test_data_info_round_trip_and_label_lookup():
     ("digits", {"label_column": "y"}, "apply to vector files, not image sets"),
     ("moons", {"image_size": 8}, "an image size applies to image sets, and 'moons' is not one"),
     ("moons", {"standardize": True}, "standardize applies to data files"),
+    ("moons", {"label_column": "y"}, "a label column applies to data files; the toy set 'moons' brings its own"),
 ])
 def test_options_that_do_not_apply_to_the_data_are_refused_not_ignored(spec, options, message):
     with pytest.raises(InvalidInputError, match=message):

@@ -125,6 +125,8 @@ def load_dataset(
     if text in TOY_DATASETS:
         if standardize:
             raise InvalidInputError("standardize applies to data files; the toy sets are already scaled")
+        if label_column is not None:
+            raise InvalidInputError(f"a label column applies to data files; the toy set {text!r} brings its own labels")
         return _toy(text, n, generator)
     path = Path(text).expanduser()
     suffix = path.suffix.lower()

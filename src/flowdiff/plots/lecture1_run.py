@@ -70,6 +70,10 @@ def resolve(process: str, sigmas: Sequence[float] | None = None, paths: int | No
             raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
     if not (math.isfinite(settings.t_end) and settings.t_end > 0):
         raise InvalidInputError(f"t_end must be a positive number, got {settings.t_end}")
+    for value, name in ((settings.t_end, "t_end"), *((s, "sigma") for s in settings.sigmas), (theta, "theta")):
+        if math.isfinite(value) and abs(value) > FLOAT32_MAX:
+            raise InvalidInputError(f"{name}={value:g} is beyond the float32 numbers the simulation computes with "
+                                    f"(at most {FLOAT32_MAX:.3g})")
     if not 1 <= modes <= 64:
         raise InvalidInputError(f"modes must be between 1 and 64, got {modes}")
     if not math.isfinite(omega) or abs(omega) > 1e3:
@@ -82,6 +86,9 @@ def resolve(process: str, sigmas: Sequence[float] | None = None, paths: int | No
     _check_memory(settings)
     return settings
 
+
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+"""The largest number a float32 state or time can hold."""
 
 MEMORY_SHARE = 0.5
 """The largest share of the machine's memory that the saved paths may take."""

@@ -122,6 +122,7 @@ def evaluate_run(run_dir: str | Path, solvers: Sequence[str] = ("euler", "heun",
     check_options(n, metrics, grid, nll_solver if nll else None)
     settings = settings_for(solvers, nfes, tols, sigma)
     run = load(run_dir, device=device)
+    run.check_fits(n, max(nfes))
     reference = load_reference(run, n, seed)
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(run_dir) / "classifier"
     scorer = scorer_for(run, reference, metrics, cache_dir, seed)

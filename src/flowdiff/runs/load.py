@@ -45,22 +45,21 @@ class Run:
         if kwargs.get("return_trajectory"):
             raise InvalidInputError("Run.sample returns samples; for trajectories call "
                                     "flowdiff.sample(run.model, ...)")
-        self.check_fits(n, kwargs)
+        y, steps = kwargs.get("y"), kwargs.get("steps", 100)
+        count = n if n is not None else (torch.as_tensor(y).numel() if y is not None else None)
+        if isinstance(count, int) and isinstance(steps, int) and count > 0 and steps > 0:  # else sample says why
+            self.check_fits(count, steps, kwargs.get("guidance", 1.0) != 1.0)
         out = sample(self.model, self.path, n=n, **kwargs)
         return self.data_info.unstandardize(out) if unstandardize else out
 
-
-    def check_fits(self, n: int | None, options: dict) -> None:
-        """Refuse up front, with the estimate, a draw that cannot fit in memory (instead of an allocator's crash)."""
+    def check_fits(self, n: int, steps: int, guided: bool = False, saved_states: int = 1) -> None:
+        """Refuse up front, with the estimate, a draw of n samples in `steps` that cannot fit in memory (instead
+        of an allocator's crash); `guided` when guidance doubles the network's batch."""
         from flowdiff.learning.training.memory import check_sampling_fits
 
-        y = options.get("y")
-        y = torch.as_tensor(y, device=self.device).reshape(-1) if y is not None else None
-        count = n if n is not None else (len(y) if y is not None and y.numel() > 1 else None)
-        steps = options.get("steps", 100)
-        if isinstance(count, int) and isinstance(steps, int) and count > 0 and steps > 0:
-            check_sampling_fits(self.model, self.data_info.shape, count, steps, self.device, y,
-                                options.get("guidance", 1.0))
+        y = torch.zeros(1, dtype=torch.long, device=self.device) if self.num_classes is not None else None
+        check_sampling_fits(self.model, self.data_info.shape, n, steps, self.device, y, 2.0 if guided else 1.0,
+                            saved_states)
 
 
 def check_finite(network: nn.Module, file: Path) -> None:
