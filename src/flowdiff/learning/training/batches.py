@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from flowdiff.errors import IncompatibleError, InvalidInputError
+from flowdiff.learning.training.distributed import current_shard
 
 
 def as_tensor(data, name: str) -> torch.Tensor:
@@ -64,8 +65,16 @@ class InMemoryData:
         return self.y is not None
 
     def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """A minibatch (x1, y) of `size` examples drawn uniformly with replacement by `generator`."""
-        index = torch.randint(len(self), (size,), generator=generator, device=self.x.device)
+        """A minibatch (x1, y) of `size` examples drawn uniformly with replacement by `generator`.
+
+        Under a `Shard`, `size` is this rank's share: the global batch's indices are drawn and this
+        rank's slice kept (the same examples as one process drawing the global batch).
+        """
+        shard = current_shard()
+        world = 1 if shard is None else shard.world_size
+        index = torch.randint(len(self), (size * world,), generator=generator, device=self.x.device)
+        if shard is not None:
+            index = shard.local(index, size)
         return self.x[index], None if self.y is None else self.y[index]
 
     def checksum(self) -> str:

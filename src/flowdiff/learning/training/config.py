@@ -16,6 +16,9 @@ from flowdiff.errors import InvalidInputError
 LR_SCHEDULES = ("cosine", "constant")
 """Learning-rate schedules after the warm-up."""
 
+OT_SCOPES = ("global", "local")
+"""Where distributed training solves a batch coupling (minibatch OT): on the global batch or per rank."""
+
 NOT_RESULT_FIELDS = ("checkpoint_every", "log_every", "device")
 """Settings that do not change the trained weights: a resumed run may change them."""
 
@@ -39,6 +42,7 @@ class TrainConfig:
     coupling: str = "independent"
     time_law: str = "uniform"
     label_dropout: float = 0.1
+    ot_scope: str = "global"
     # the optimisation
     steps: int = 5000
     batch_size: int = 256
@@ -76,6 +80,8 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise InvalidInputError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of: "
                                     f"{', '.join(LR_SCHEDULES)}")
+        if self.ot_scope not in OT_SCOPES:
+            raise InvalidInputError(f"unknown ot_scope {self.ot_scope!r}; choose one of: {', '.join(OT_SCOPES)}")
         self._check_names()
 
     def _check_names(self) -> None:
