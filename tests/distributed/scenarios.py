@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import torch
 
 import flowdiff as fd
@@ -83,22 +86,39 @@ def run_scenarios(folder) -> dict:
     return results
 
 
-def _worker(rank: int, world: int, folder) -> None:
+def command_line(folder, single) -> dict:
+    """`flowdiff train` into folder/run2 and `flowdiff sample` of the run `single` (ODE and SDE); what was printed."""
+    from flowdiff.cli.app import main
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        main(["train", *TRAIN_OPTIONS, "--out", str(folder / "run2")])
+        main(["sample", str(single), *SAMPLE_OPTIONS, "--out", str(folder / "ode.npz")])
+        main(["sample", str(single), *SAMPLE_OPTIONS, "--sigma", "0.5", "--out", str(folder / "sde.npz")])
+    return {"printed": printed.getvalue()}
+
+
+TRAIN_OPTIONS = ["--data", "moons", "--n-data", "256", "--steps", "8", "--batch", "16", "--coupling", "ot",
+                 "--checkpoint-every", "4", "--quiet", "--no-report"]
+SAMPLE_OPTIONS = ["--n", "51", "--steps", "4"]
+
+
+def _worker(rank: int, world: int, folder, scenario, args) -> None:
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"file://{folder / 'rendezvous'}", rank=rank,
                                          world_size=world)
     try:
-        torch.save(run_scenarios(folder), folder / f"rank{rank}.pt")
+        torch.save(scenario(folder, *args), folder / f"rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
 
 
-def spawn_gloo(world: int, folder) -> list[dict]:
+def spawn_gloo(world: int, folder, scenario=run_scenarios, *args) -> list[dict]:
     """Run `run_scenarios` on `world` CPU processes of a gloo group; each rank's results.
 
     Forked, not spawned: the children inherit this process's imports (torch's optimizers and POT
     take seconds to import, more than the scenarios take to run).
     """
-    torch.multiprocessing.start_processes(_worker, args=(world, folder), nprocs=world, join=True,
+    torch.multiprocessing.start_processes(_worker, args=(world, folder, scenario, args), nprocs=world, join=True,
                                           start_method="fork")
     return [torch.load(folder / f"rank{rank}.pt", weights_only=False) for rank in range(world)]

@@ -82,6 +82,17 @@ def close() -> None:
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def process_group(device: str = "auto") -> Iterator[None]:
+    """`init_from_env` for the duration of a block (a command run under torchrun); the group is closed after."""
+    started = init_from_env(device)
+    try:
+        yield
+    finally:
+        if started:
+            close()
+
+
 def training_device(device: torch.device) -> torch.device:
     """The device of this rank: cuda:LOCAL_RANK when training on CUDA under a process group."""
     if device.type == "cuda" and active():
@@ -165,6 +176,25 @@ def run_everywhere(action: Callable[[], object]) -> object:
             raise failed
         raise FlowdiffError(f"another process failed where rank {rank()} did not; see its message")
     return result
+
+
+def split_rows(fn: Callable[..., torch.Tensor], x0: torch.Tensor, y: torch.Tensor | None = None,
+               **kwargs) -> torch.Tensor:
+    """fn(x0=..., y=..., **kwargs) of this rank's share of the rows of x0 (and y); every rank's rows gathered.
+
+    `fn` maps rows to rows of the same shape (a sampler from its start points). Every rank passes
+    the same x0 (drawn from identically seeded generators), so every rank returns the single
+    process's fn(x0, y), up to the effect of the batch size on floating-point sums.
+    """
+    if not active():
+        return fn(x0=x0, y=y, **kwargs)
+    parts = torch.tensor_split(torch.arange(len(x0), device=x0.device), world_size())
+    mine, size = parts[rank()], max(len(part) for part in parts)
+    padded = torch.zeros((size, *x0.shape[1:]), dtype=x0.dtype, device=x0.device)
+    if len(mine):
+        padded[:len(mine)] = fn(x0=x0[mine], y=None if y is None else y[mine], **kwargs)
+    gathered = all_gather(padded)
+    return torch.cat([gathered[r * size:r * size + len(part)] for r, part in enumerate(parts)])
 
 
 class DistributedModel(DistributedDataParallel):
