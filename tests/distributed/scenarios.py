@@ -65,8 +65,8 @@ def coupled_pairs(gather: bool) -> dict[str, torch.Tensor]:
     return {"x0": pair.x0, "x1": pair.x1, "y": pair.y}
 
 
-def run_scenarios(folder) -> dict:
-    """Every check's raw results on this rank."""
+def run_scenarios(folder, other_run=None) -> dict:
+    """Every check's raw results on this rank (`other_run`: a run stopped by another number of ranks, to resume)."""
     results = {"gradients": one_step_gradients(), "ot_global": coupled_pairs(True),
                "ot_local": coupled_pairs(False)}
     straight = trainer()
@@ -78,6 +78,8 @@ def run_scenarios(folder) -> dict:
     results["resumed_from"] = resumed.step
     resumed.fit()
     results["resumed_model"], results["resumed_ema"] = weights(resumed.model), weights(resumed.ema.module)
+    if other_run is not None:
+        results["other_resumed"] = weights(trainer(out=other_run, resume=True).fit().model)
     try:
         trainer(batch_size=GLOBAL_BATCH + 1)
         results["odd_batch"] = None

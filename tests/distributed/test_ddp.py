@@ -10,7 +10,7 @@ import json
 
 import pytest
 import torch
-from scenarios import GLOBAL_BATCH, run_scenarios, spawn_gloo
+from scenarios import GLOBAL_BATCH, run_scenarios, spawn_gloo, trainer
 
 from flowdiff.paths.couplings import MinibatchOT
 from flowdiff.runs.layout import CHECKPOINTS_DIR, METRICS_FILE
@@ -21,7 +21,8 @@ def results(tmp_path_factory):
     """(single-process results, [rank 0 results, rank 1 results])."""
     one = run_scenarios(tmp_path_factory.mktemp("one"))
     folder = tmp_path_factory.mktemp("two")
-    return one, spawn_gloo(2, folder), folder
+    trainer(out=folder / "from_one").fit(until=6)  # stopped by one process, resumed by two
+    return one, spawn_gloo(2, folder, run_scenarios, folder / "from_one"), folder
 
 
 def test_one_ddp_step_has_the_single_process_gradients(results):
@@ -81,3 +82,10 @@ def test_a_global_batch_that_does_not_divide_is_refused_on_every_rank(results):
     for rank in ranks:
         assert f"batch_size {GLOBAL_BATCH + 1} is the global batch" in rank["odd_batch"]
         assert "multiple of 2" in rank["odd_batch"]
+
+
+def test_a_run_stopped_on_one_process_resumes_on_two(results):
+    one, ranks, _ = results
+    for rank in ranks:
+        for name, want in one["model"].items():
+            assert (rank["other_resumed"][name] - want).abs().max() <= 1e-5, name
