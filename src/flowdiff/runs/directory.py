@@ -51,8 +51,8 @@ class RunDirectory(Hook):
     def config(self, trainer) -> dict:
         """The full configuration recorded as config.json."""
         info = self.data_info or DataInfo(
-            kind="vectors" if trainer.data.x.ndim == 2 else "images",
-            shape=tuple(trainer.data.x.shape[1:]),
+            kind="vectors" if len(trainer.data.shape) == 1 else "images",
+            shape=tuple(trainer.data.shape),
             num_classes=getattr(trainer.model, "num_classes", None) if trainer.data.labelled else None,
             size=len(trainer.data),
         )

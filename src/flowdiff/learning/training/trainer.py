@@ -20,7 +20,7 @@ from torch import nn
 from flowdiff.errors import FlowdiffError, IncompatibleError
 from flowdiff.learning.devices import pick_device
 from flowdiff.learning.training import distributed
-from flowdiff.learning.training.batches import InMemoryData
+from flowdiff.learning.training.batches import data_source
 from flowdiff.learning.training.config import TrainConfig
 from flowdiff.learning.training.ema import EMA
 from flowdiff.learning.training.hooks import Hook
@@ -77,7 +77,7 @@ class Trainer:
         self.device = distributed.training_device(pick_device(self.config.device))
         self.shard = distributed.shard_of_this_rank(gather_couplings=self.config.ot_scope == "global")
         self.local_batch = _local_batch(self.config.batch_size, self.shard.world_size)
-        self.data = InMemoryData(data, labels, model, self.device)
+        self.data = data_source(data, labels, model, self.device)
         self.loss = objects.get("loss") or get_loss(self.config.loss, time_law=self.config.time_law)
         self._loss_options = ({"time_law": self.config.time_law}
                               if "loss" in objects and self.config.time_law != "uniform" else {})
@@ -85,8 +85,8 @@ class Trainer:
         self.prediction = getattr(self.loss, "prediction", "velocity")
         self.label_dropout = self.config.label_dropout if self.data.labelled else 0.0
         model = model.to(self.device)
-        check_step_fits(model, self.data.x[:2], self.local_batch,
-                        {} if self.data.y is None else {"y": self.data.y[:2]}, self.device)
+        x, y = self.data.examples(2)
+        check_step_fits(model, x, self.local_batch, {} if y is None else {"y": y}, self.device)
         self.warmup = min(self.config.warmup, self.config.steps - 1)
         c = self.config
         self.state = TrainState.create(model, c.lr, c.weight_decay, c.ema_decay, c.seed,
@@ -147,6 +147,8 @@ class Trainer:
         """Train from the current step up to step `until` (default: all `steps`), calling the hooks."""
         until = self.config.steps if until is None else min(int(until), self.config.steps)
         self.state.model.train()
+        if hasattr(self.data, "seek"):  # a stream reads the global batch of this step next
+            self.data.seek(self.step)
         window = _Window(self.device)
         error: BaseException | None = None
         for hook in self.hooks:
