@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
+import socket
 
 import torch
 
@@ -18,6 +21,7 @@ from flowdiff.learning.models import MLP
 from flowdiff.learning.training import distributed
 from flowdiff.learning.training.trainer import Trainer
 from flowdiff.paths.couplings import MinibatchOT
+from flowdiff.runs.lock import RunLockedError
 from flowdiff.runs.train import run_hooks
 
 GLOBAL_BATCH = 16
@@ -80,6 +84,7 @@ def run_scenarios(folder, other_run=None) -> dict:
     results["resumed_model"], results["resumed_ema"] = weights(resumed.model), weights(resumed.ema.module)
     if other_run is not None:
         results["other_resumed"] = weights(trainer(out=other_run, resume=True).fit().model)
+    results["locked"] = locked_run(folder / "locked")
     try:
         trainer(batch_size=GLOBAL_BATCH + 1)
         results["odd_batch"] = None
@@ -103,6 +108,19 @@ def command_line(folder, single) -> dict:
 TRAIN_OPTIONS = ["--data", "moons", "--n-data", "256", "--steps", "8", "--batch", "16", "--coupling", "ot",
                  "--checkpoint-every", "4", "--quiet", "--no-report"]
 SAMPLE_OPTIONS = ["--n", "51", "--steps", "4"]
+
+
+def locked_run(out) -> str | None:
+    """The error of a run whose directory is locked by another live process (here: this one's parent)."""
+    if distributed.is_main():
+        out.mkdir()
+        (out / ".lock").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "started": 0}))
+    distributed.barrier()
+    try:
+        trainer(out=out)
+    except RunLockedError as error:
+        return str(error)
+    return None
 
 
 def _worker(rank: int, world: int, folder, scenario, args) -> None:

@@ -89,3 +89,10 @@ def test_a_run_stopped_on_one_process_resumes_on_two(results):
     for rank in ranks:
         for name, want in one["model"].items():
             assert (rank["other_resumed"][name] - want).abs().max() <= 1e-5, name
+
+
+def test_a_locked_run_directory_stops_every_rank_with_rank_0s_message(results):
+    one, ranks, _ = results
+    assert "is being written by process" in one["locked"]
+    assert ranks[0]["locked"] == ranks[1]["locked"]  # raised on rank 0, broadcast to rank 1
+    assert "is being written by process" in ranks[1]["locked"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -151,15 +152,25 @@ def run_on_main(action: Callable[[], object]) -> object:
     if not active():
         return action()
     outcome: tuple[bool, object] = (True, None)
+    failure: Exception | None = None
     if is_main():
         try:
             outcome = (True, action())
         except Exception as error:  # sent to every rank, raised everywhere below
-            outcome = (False, error)
+            failure, outcome = error, (False, _portable(error))
     ok, value = broadcast_object(outcome)
     if not ok:
-        raise value
+        raise failure if failure is not None else value
     return value
+
+
+def _portable(error: Exception) -> Exception:
+    """The error itself if it survives pickling (to be raised on the other ranks), else a FlowdiffError naming it."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        return FlowdiffError(f"{type(error).__name__} on rank 0: {error}")
 
 
 def run_everywhere(action: Callable[[], object]) -> object:
