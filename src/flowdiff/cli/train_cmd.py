@@ -14,7 +14,7 @@ from flowdiff.cli.options import choice, names
 from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.learning.losses import LOSSES, TIME_LAWS
 from flowdiff.learning.models import MODELS
-from flowdiff.learning.training.config import LR_SCHEDULES, OT_SCOPES, TrainConfig
+from flowdiff.learning.training.config import LR_SCHEDULES, OT_SCOPES, PRECISIONS, TrainConfig
 from flowdiff.paths.couplings import COUPLINGS
 from flowdiff.paths.schedules import SCHEDULES
 
@@ -74,6 +74,9 @@ def train_command(
     ot_scope: str = typer.Option(None, "--ot-scope", parser=choice(OT_SCOPES, "OT scope"),
                                  help="Under torchrun, solve minibatch OT on the global batch (global) or on each "
                                  f"process's share (local) (default: {D.ot_scope})."),
+    precision: str = typer.Option(None, "--precision", parser=choice(PRECISIONS, "precision"),
+                                  help="fp32, or autocast to bf16 / fp16 (with a gradient scaler); weights, EMA and "
+                                  f"optimizer state stay fp32 (default: {D.precision})."),
     loss: str = typer.Option(None, "--loss", parser=choice(LOSSES, "loss"),
                              help=f"Loss: {names(LOSSES)} (default: {D.loss})."),
     time_law: str = typer.Option(None, "--time-law", parser=choice(TIME_LAWS, "time law"),
@@ -115,7 +118,7 @@ def train_command(
 
     given = dict(data=data, steps=steps, batch_size=batch, lr=lr, hidden=hidden, model=model, schedule=schedule,
                  coupling=coupling, ot_scope=ot_scope, time_law=time_law, loss=loss, seed=seed,
-                 label_dropout=label_dropout,
+                 label_dropout=label_dropout, precision=precision,
                  labels=labels, label_column=label_column, standardize=standardize, n_data=n_data,
                  image_size=image_size, ema_decay=ema_decay, warmup=warmup, lr_schedule=lr_schedule,
                  checkpoint_every=checkpoint_every)

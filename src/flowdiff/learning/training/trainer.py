@@ -91,6 +91,9 @@ class Trainer:
         c = self.config
         self.state = TrainState.create(model, c.lr, c.weight_decay, c.ema_decay, c.seed,
                                        self.device)
+        self.autocast = _autocast(c.precision, self.device)
+        if c.precision == "fp16":
+            self.state.scaler = torch.amp.GradScaler(self.device.type)
         self.network = distributed.wrap(model, self.device)  # DDP in a process group; the EMA stays outside
         self._params = [p for group in self.state.optimizer.param_groups for p in group["params"]]
         self.history: list[dict] = []
@@ -124,20 +127,27 @@ class Trainer:
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One optimisation step; returns the (detached) loss and the gradient norm before clipping."""
         state, config = self.state, self.config
-        with distributed.sharded(self.shard):
+        with distributed.sharded(self.shard), torch.autocast(**self.autocast):
             x1, y = self.data.batch(self.local_batch, state.data_generator)
             loss = self.loss(self.network, self.path, x1, y=y, coupling=self.coupling,
                              label_dropout=self.label_dropout, generator=state.loss_generator,
                              **self._loss_options)
         state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler = state.scaler
+        (loss if scaler is None else scaler.scale(loss)).backward()
         grad_norm = None
         if config.grad_clip is not None:
+            if scaler is not None:
+                scaler.unscale_(state.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(self._params, config.grad_clip, foreach=True)
         rate = learning_rate(state.step, config.lr, config.steps, self.warmup, config.lr_schedule)
         for group in state.optimizer.param_groups:
             group["lr"] = rate
-        state.optimizer.step()
+        if scaler is None:
+            state.optimizer.step()
+        else:  # skips the step when the scaled gradients overflowed, and adapts the scale
+            scaler.step(state.optimizer)
+            scaler.update()
         if state.ema is not None:
             state.ema.update(state.model)
         state.step += 1
@@ -188,6 +198,12 @@ class Trainer:
         self.history.append(record)
         for hook in self.hooks:
             hook.on_log(self, record)
+
+
+def _autocast(precision: str, device: torch.device) -> dict:
+    """The keywords of `torch.autocast` for a precision: bf16/fp16 autocast on the device, or disabled."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return {"device_type": device.type, "dtype": dtype or torch.float32, "enabled": dtype is not None}
 
 
 def _local_batch(batch_size: int, world_size: int) -> int:
