@@ -44,21 +44,43 @@ def sample_command(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
 ) -> None:
-    """Sample from a trained run; writes samples.npz and a picture (scatter or image grid)."""
+    """Sample from a trained run; writes samples.npz and a picture (scatter or image grid).
+
+    Under torchrun each process integrates its share of the same noise and rank 0 writes them all
+    (the SDE's Brownian increments are drawn by rank 0 alone): the samples of one process.
+    """
+    from flowdiff.learning.training.distributed import process_group
+
+    with process_group(device):
+        _sample(run_dir, n, steps, solver, sigma, guidance, label, seed, out, grid, device, force)
+
+
+def _sample(run_dir: Path, n: int, steps: int, solver: str | None, sigma: float, guidance: float, label: str | None,
+            seed: int, out: Path | None, grid: str, device: str, force: bool) -> None:
     import torch
 
-    from flowdiff.learning.devices import configure_threads
+    from flowdiff.learning.devices import configure_threads, pick_device
+    from flowdiff.learning.sampling.builders import noise
+    from flowdiff.learning.training import distributed
     from flowdiff.plots.samples import labels_for, sample_files, write_samples
     from flowdiff.runs.load import load
 
-    run = load(run_dir, device=device)
+    run = load(run_dir, device=distributed.training_device(pick_device(device)))
     configure_threads(None, device, run.data_info.kind)
     out = Path(out) if out is not None else Path(run_dir) / "samples.npz"
     refuse_overwrite(sample_files(run, out), force)
     check_label_options(run, label, guidance)
     y = labels_for(run, label, n)
-    x = run.sample(n=n if y is None else len(y), steps=steps, solver=solver, sigma=sigma, y=y, guidance=guidance,
-                   generator=torch.Generator(device=run.device).manual_seed(seed), grid=grid)
+    generator = torch.Generator(device=run.device).manual_seed(seed)
+    options = dict(steps=steps, solver=solver, sigma=sigma, guidance=guidance, grid=grid)
+    if sigma > 0:  # the SDE draws as it goes: one process draws it all
+        x = distributed.run_on_main(lambda: run.sample(n=n if y is None else len(y), y=y, generator=generator,
+                                                       **options))
+    else:
+        x0 = noise(n if y is None else len(y), tuple(run.data_info.shape), generator, run.device)
+        x = distributed.split_rows(run.sample, x0, None if y is None else y.to(run.device), **options)
+    if not distributed.is_main():
+        return
     written = write_samples(run, x, y, out, per_row=n if label == "all" else None)
     what = "images" if run.data_info.kind == "images" else "points"
     print(f"sampled {len(x)} {what} with the {'SDE' if sigma > 0 else 'ODE'} in {steps} steps; wrote "

@@ -16,6 +16,13 @@ from flowdiff.errors import InvalidInputError
 LR_SCHEDULES = ("cosine", "constant")
 """Learning-rate schedules after the warm-up."""
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+"""Arithmetic of the forward and backward pass: float32, or autocast to bfloat16 / float16 (with a gradient
+scaler); the weights, the EMA and the optimizer state stay float32."""
+
+OT_SCOPES = ("global", "local")
+"""Where distributed training solves a batch coupling (minibatch OT): on the global batch or per rank."""
+
 NOT_RESULT_FIELDS = ("checkpoint_every", "log_every", "device")
 
 MAX_STEPS = 10**9
@@ -43,6 +50,7 @@ class TrainConfig:
     coupling: str = "independent"
     time_law: str = "uniform"
     label_dropout: float = 0.1
+    ot_scope: str = "global"
     # the optimisation
     steps: int = 5000
     batch_size: int = 256
@@ -53,6 +61,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     ema_decay: float | None = 0.999
     seed: int = 0
+    precision: str = "fp32"
     # bookkeeping
     checkpoint_every: int = 1000
     log_every: int = 50
@@ -83,6 +92,10 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise InvalidInputError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of: "
                                     f"{', '.join(LR_SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise InvalidInputError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        if self.ot_scope not in OT_SCOPES:
+            raise InvalidInputError(f"unknown ot_scope {self.ot_scope!r}; choose one of: {', '.join(OT_SCOPES)}")
         self._check_names()
 
     def _check_names(self) -> None:
