@@ -20,6 +20,7 @@ from flowdiff.learning.sampling.builders import (
     noise,
     time_grid,
 )
+from flowdiff.learning.sampling.compiled import compiled_ode_sampler
 from flowdiff.learning.sampling.multistep import MultistepSolver, find_multistep
 from flowdiff.learning.sampling.samplers import ode_sampler, sde_sampler
 from flowdiff.paths.gaussian_path import PREDICTIONS, GaussianPath
@@ -76,6 +77,7 @@ def sample(
     device=None,
     ode_tail: float = 0.02,
     callback: Callable[[dict], None] | None = None,
+    compile: bool | str = False,
 ) -> torch.Tensor | Trajectory:
     """Draw n samples X_1 by integrating dX = u dt (sigma = 0) or dX = [u + sigma_t^2/2 score] dt + sigma_t dW.
 
@@ -87,6 +89,8 @@ def sample(
     SDE, which hands over to noiseless Euler steps for the last `ode_tail` of time. `callback` receives
     {"step", "t", "x", "nfe"} after every step. Returns (n, *data_shape) samples, or with
     return_trajectory the `Trajectory` over the grid (its `nfe` counts the network's calls).
+    `compile=True` (or a torch.compile backend name) runs each step of a fixed-step Runge–Kutta ODE solver as
+    one compiled graph (`flowdiff.learning.sampling.compiled`).
     """
     if prediction not in PREDICTIONS:
         raise InvalidInputError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
@@ -108,7 +112,12 @@ def sample(
     velocity = as_velocity(field, path, prediction)
     save = "all" if return_trajectory else "final"
     multistep = find_multistep(solver)
-    if multistep is not None:
+    if compile:
+        if stochastic:
+            raise IncompatibleError("compiled sampling integrates the ODE (sigma = 0); sample the SDE without compile")
+        trajectory = compiled_ode_sampler(velocity, x0, ts, solver or "heun", save, callback,
+                                          backend="inductor" if compile is True else compile)
+    elif multistep is not None:
         if stochastic:
             raise IncompatibleError(f"the multistep solver {multistep.name!r} integrates the ODE (sigma = 0), not "
                                     "an SDE; choose sigma = 0, or an SDE solver such as euler_maruyama")
