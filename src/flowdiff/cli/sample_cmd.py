@@ -51,6 +51,8 @@ def sample_command(
                              help=f"Time grid: {names(SAMPLE_GRIDS)} (learned: fitted to a dopri5 solve for this "
                              "solver and --steps, stored in RUN/grids.json on first use)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
+    compile_steps: bool = typer.Option(False, "--compile", help="Run each step of a fixed-step ODE solver as one "
+                                       "torch.compile graph (pays on GPUs and long runs; compiling takes seconds)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
 ) -> None:
     """Sample from a trained run; writes samples.npz and a picture (scatter or image grid)."""
@@ -69,7 +71,8 @@ def sample_command(
     if grid == "learned":
         grid = learned_grid(run, solver, steps, sigma, seed)
     x = run.sample(n=n if y is None else len(y), steps=steps, solver=solver, sigma=sigma, y=y, guidance=guidance,
-                   generator=torch.Generator(device=run.device).manual_seed(seed), grid=grid)
+                   generator=torch.Generator(device=run.device).manual_seed(seed), grid=grid,
+                   compile=compile_steps)
     written = write_samples(run, x, y, out, per_row=n if label == "all" else None)
     what = "images" if run.data_info.kind == "images" else "points"
     print(f"sampled {len(x)} {what} with the {'SDE' if sigma > 0 else 'ODE'} in {steps} steps; wrote "
