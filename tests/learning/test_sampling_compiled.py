@@ -15,12 +15,12 @@ def small_model():
     return randomize(fd.models.MLP(dim=2, hidden=(32, 32)), seed=1)
 
 
-def compare(model, path, backend, tolerance):
+def compare(model, path, backend, tolerance, cases=((64, 6, "heun"), (64, 3, "heun"), (48, 3, "heun"))):
     """Compiled against eager; a new step count reuses the step's graph, a new batch size compiles another."""
     from torch._dynamo.utils import counters
 
     graphs = []
-    for n, steps, solver in ((64, 6, "heun"), (64, 3, "heun"), (48, 3, "heun")):
+    for n, steps, solver in cases:
         generator = torch.Generator().manual_seed(n + steps)
         x0 = torch.randn(n, 2, generator=generator)
         eager = fd.sample(model, path, x0=x0, steps=steps, solver=solver, return_trajectory=True)
@@ -28,14 +28,15 @@ def compare(model, path, backend, tolerance):
         assert compiled.states.shape == eager.states.shape == (steps + 1, n, 2) and compiled.nfe == eager.nfe
         torch.testing.assert_close(compiled.states, eager.states, rtol=0, atol=tolerance)
         graphs.append(counters["stats"]["unique_graphs"])
-    assert graphs[1] == graphs[0] and graphs[2] == graphs[1] + 1
+    assert graphs[1] == graphs[0] and graphs[2:] == [graphs[1] + 1][: len(graphs) - 2]
 
 
 def test_traced_graph_gives_the_eager_samples_without_graph_breaks():
     # backend "eager": dynamo traces each step into one graph (fullgraph=True: a .item() or float(t) in the
     # step would be a graph break, hence an error) and runs it unoptimised; exact agreement expected.
+    # (the recompile on a new batch size is checked in the slow test below)
     torch._dynamo.reset()
-    compare(small_model(), fd.GaussianPath("linear"), "eager", 0.0)
+    compare(small_model(), fd.GaussianPath("linear"), "eager", 0.0, cases=((64, 6, "heun"), (64, 3, "heun")))
 
 
 @pytest.mark.slow

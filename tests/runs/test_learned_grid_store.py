@@ -17,7 +17,7 @@ def run_dir(tmp_path_factory):
     from flowdiff.runs.build import build_trainer
 
     out = tmp_path_factory.mktemp("grid") / "moons"
-    config = TrainConfig(data="moons", steps=40, hidden="32,32", batch_size=128, device="cpu", n_data=1000)
+    config = TrainConfig(data="moons", steps=10, hidden="32,32", batch_size=128, device="cpu", n_data=500)
     build_trainer(config, out).fit()
     return out
 
@@ -57,3 +57,16 @@ def test_a_corrupt_grids_file_is_one_line(tmp_path, cli, run_dir):
     (broken / GRIDS_FILE).write_text(json.dumps({"grids": [{"solver": "euler"}]}))
     result = cli("sample", broken, "--n", "8", "--steps", "4", "--solver", "euler", "--grid", "learned")
     assert result.returncode == 2 and "malformed" in result.stderr
+
+
+def test_eval_compares_solvers_and_grids_at_each_nfe(run_dir, tmp_path, cli):
+    out = tmp_path / "eval"
+    result = cli("eval", run_dir, "--n", "64", "--nfe", "4", "--solvers", "euler,unipc", "--grid", "rho,learned",
+                 "--metrics", "w2", "--no-nll", "--quiet", "--out", out)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((out / "eval.json").read_text())["rows"]
+    # a learned grid is learned through fixed-step solvers only: no (multistep, learned) row
+    assert sorted((r["solver"], r["grid"]) for r in rows) == [("euler", "learned"), ("euler", "rho"), ("unipc", "rho")]
+    assert all(r["nfe"] == 4 and r["steps"] == 4 and r["metrics"]["w2"] > 0 for r in rows)
+    assert "unipc (rho)" in result.stdout and "euler (learned)" in result.stdout
+    assert find_grid(run_dir, "euler", 4) is not None
