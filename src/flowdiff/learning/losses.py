@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 from flowdiff.errors import IncompatibleError, InvalidInputError
+from flowdiff.learning.flowmaps import MeanFlow, Shortcut
 from flowdiff.paths.couplings import Coupling, get_coupling
 from flowdiff.paths.gaussian_path import GaussianPath, PathSample
 from flowdiff.registry import lookup
@@ -193,6 +194,8 @@ class ScoreMatching(FlowMatching):
 LOSSES: dict[str, Callable[..., FlowMatching]] = {
     "flow_matching": FlowMatching,
     "score_matching": ScoreMatching,
+    "meanflow": MeanFlow,  # flow maps u(x, r, t): flowdiff.learning.flowmaps
+    "shortcut": Shortcut,
 }
 """Loss objects by name."""
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from flowdiff.errors import InvalidInputError
+from flowdiff.errors import IncompatibleError, InvalidInputError
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -50,6 +50,25 @@ class TimeEmbedding(nn.Module):
         """Embed t (0-d or (batch,)) for a batch of the given size."""
         t = batch_times(t, batch, device=self.net[0].weight.device)
         return self.net(sinusoidal_embedding(t, self.frequencies).to(self.net[0].weight.dtype))
+
+
+def embed_times(time_embedding: TimeEmbedding, interval_embedding: TimeEmbedding | None, t, r, batch: int,
+                what: str) -> torch.Tensor:
+    """The time condition e(t) of a flow model, or e(t) + e'(r - t) of a flow map u(x, r, t) (r = None: r = t).
+
+    The interval h = r - t enters through its own learned embedding e', so that r = t (h = 0) is the
+    flow model's case and the map's d/dt and d/dr reach the network through both inputs.
+    """
+    emb = time_embedding(t, batch)
+    if interval_embedding is None:
+        if r is not None:
+            raise IncompatibleError(f"a second time r was given to a {what} with one time input; build it with "
+                                    "flow_map=True to use it as a flow map u(x, r, t)")
+        return emb
+    device = interval_embedding.net[0].weight.device
+    t = batch_times(t, batch, device=device)
+    r = t if r is None else batch_times(r, batch, device=device)
+    return emb + interval_embedding(r - t, batch)
 
 
 class LabelEmbedding(nn.Module):
