@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowdiff.errors import IncompatibleError, InvalidInputError
-from flowdiff.learning.models.embeddings import LabelEmbedding, TimeEmbedding, embed_times
+from flowdiff.learning.models.embeddings import FLOW_MAP_TIME_SCALE, LabelEmbedding, TimeEmbedding, embed_times
 from flowdiff.learning.models.unet import image_shape
 
 
@@ -121,8 +121,9 @@ class DiT(nn.Module):
         self.patch_embedding = nn.Linear(channels * p * p, hidden)
         position = sincos_position_embedding(self.rows, self.cols, hidden)
         self.register_buffer("position", position, persistent=False)
-        self.time_embedding = TimeEmbedding(hidden)
-        self.interval_embedding = TimeEmbedding(hidden) if self.flow_map else None
+        scale = FLOW_MAP_TIME_SCALE if self.flow_map else 1000.0
+        self.time_embedding = TimeEmbedding(hidden, scale=scale)
+        self.interval_embedding = TimeEmbedding(hidden, scale=scale) if self.flow_map else None
         self.label_embedding = LabelEmbedding(self.num_classes, hidden) if self.num_classes else None
         self.blocks = nn.ModuleList(DiTBlock(hidden, heads) for _ in range(depth))
         self.final_norm = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)

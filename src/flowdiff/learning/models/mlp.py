@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from flowdiff.errors import IncompatibleError, InvalidInputError
-from flowdiff.learning.models.embeddings import LabelEmbedding, TimeEmbedding, embed_times
+from flowdiff.learning.models.embeddings import FLOW_MAP_TIME_SCALE, LabelEmbedding, TimeEmbedding, embed_times
 
 ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "selu": nn.SELU, "tanh": nn.Tanh}
 """Activation functions by name."""
@@ -52,8 +52,9 @@ class MLP(nn.Module):
         self.num_classes = num_classes
         self.flow_map = bool(flow_map)
         self.data_shape = (dim,)
-        self.time_embedding = TimeEmbedding(time_dim)
-        self.interval_embedding = TimeEmbedding(time_dim) if self.flow_map else None
+        scale = FLOW_MAP_TIME_SCALE if self.flow_map else 1000.0
+        self.time_embedding = TimeEmbedding(time_dim, scale=scale)
+        self.interval_embedding = TimeEmbedding(time_dim, scale=scale) if self.flow_map else None
         self.label_embedding = None if num_classes is None else LabelEmbedding(num_classes, time_dim)
         layers: list[nn.Module] = []
         width = dim + time_dim

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowdiff.errors import IncompatibleError, InvalidInputError
-from flowdiff.learning.models.embeddings import LabelEmbedding, TimeEmbedding, embed_times
+from flowdiff.learning.models.embeddings import FLOW_MAP_TIME_SCALE, LabelEmbedding, TimeEmbedding, embed_times
 
 
 def _groups(channels: int) -> int:
@@ -165,8 +165,9 @@ class UNet(nn.Module):
         self._padding = (left, padded_w - width - left, top, padded_h - height - top)
 
         emb_dim = 4 * base_channels
-        self.time_embedding = TimeEmbedding(emb_dim, frequencies=base_channels)
-        self.interval_embedding = TimeEmbedding(emb_dim, frequencies=base_channels) if self.flow_map else None
+        scale = FLOW_MAP_TIME_SCALE if self.flow_map else 1000.0
+        self.time_embedding = TimeEmbedding(emb_dim, frequencies=base_channels, scale=scale)
+        self.interval_embedding = TimeEmbedding(emb_dim, base_channels, scale) if self.flow_map else None
         self.label_embedding = LabelEmbedding(self.num_classes, emb_dim) if self.num_classes else None
         self.input_conv = nn.Conv2d(channels, base_channels, 3, padding=1)
 

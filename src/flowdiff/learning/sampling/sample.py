@@ -20,6 +20,7 @@ from flowdiff.learning.sampling.builders import (
     noise,
     time_grid,
 )
+from flowdiff.learning.sampling.few_step import flow_map_sampler, uses_jumps
 from flowdiff.learning.sampling.samplers import ode_sampler, sde_sampler
 from flowdiff.paths.gaussian_path import PREDICTIONS, GaussianPath
 
@@ -85,6 +86,7 @@ def sample(
     over to noiseless Euler steps for the last `ode_tail` of time. `callback` receives
     {"step", "t", "x", "nfe"} after every step. Returns (n, *data_shape) samples, or with
     return_trajectory the `Trajectory` over the grid (its `nfe` counts the network's calls).
+    A flow map u(x, r, t) with no solver named jumps x_r = x_t + (r - t) u(x_t, r, t) (`few_step`).
     """
     if prediction not in PREDICTIONS:
         raise InvalidInputError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
@@ -105,7 +107,9 @@ def sample(
     field = guided_field(model, y, guidance)
     velocity = as_velocity(field, path, prediction)
     save = "all" if return_trajectory else "final"
-    if stochastic:
+    if uses_jumps(model, solver, stochastic, prediction):
+        trajectory = flow_map_sampler(field, x0, ts, save, callback)
+    elif stochastic:
         trajectory = sde_sampler(diffusion_drift(field, path, prediction, sigma), velocity, x0, ts,
                                  NoiseScale(sigma), solver or "euler_maruyama", ode_tail, generator, save, callback)
     else:
