@@ -12,7 +12,7 @@ import typer
 
 from flowdiff.cli.options import choice, names
 from flowdiff.errors import IncompatibleError, InvalidInputError
-from flowdiff.learning.losses import LOSSES, TIME_LAWS
+from flowdiff.learning.losses import LOSSES, METHODS, TIME_LAWS
 from flowdiff.learning.models import MODELS
 from flowdiff.learning.training.config import LR_SCHEDULES, TrainConfig
 from flowdiff.paths.couplings import COUPLINGS
@@ -71,6 +71,9 @@ def train_command(
                                  help=f"Noise schedule: {names(SCHEDULES)} (default: {D.schedule})."),
     coupling: str = typer.Option(None, "--coupling", parser=choice(COUPLINGS, "coupling"),
                                  help=f"Pairing of noise and data: {names(COUPLINGS)} (default: {D.coupling})."),
+    method: str = typer.Option(None, "--method", parser=choice(METHODS, "method"),
+                               help=f"Training method: {names(METHODS)}; meanflow and shortcut train a flow map "
+                               f"u(x, r, t) that samples in 1-2 steps (default: {D.method})."),
     loss: str = typer.Option(None, "--loss", parser=choice(LOSSES, "loss"),
                              help=f"Loss: {names(LOSSES)} (default: {D.loss})."),
     time_law: str = typer.Option(None, "--time-law", parser=choice(TIME_LAWS, "time law"),
@@ -111,7 +114,7 @@ def train_command(
     from flowdiff.learning.training.config import read_toml
 
     given = dict(data=data, steps=steps, batch_size=batch, lr=lr, hidden=hidden, model=model, schedule=schedule,
-                 coupling=coupling, time_law=time_law, loss=loss, seed=seed, label_dropout=label_dropout,
+                 coupling=coupling, time_law=time_law, method=method, loss=loss, seed=seed, label_dropout=label_dropout,
                  labels=labels, label_column=label_column, standardize=standardize, n_data=n_data,
                  image_size=image_size, ema_decay=ema_decay, warmup=warmup, lr_schedule=lr_schedule,
                  checkpoint_every=checkpoint_every)

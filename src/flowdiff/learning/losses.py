@@ -199,6 +199,14 @@ LOSSES: dict[str, Callable[..., FlowMatching]] = {
 }
 """Loss objects by name."""
 
+METHODS: dict[str, str | None] = {
+    "flow": None,  # the configured loss (flow_matching, score_matching)
+    "meanflow": "meanflow",
+    "shortcut": "shortcut",
+}
+"""Training methods by name: the loss each trains with (None: the configured one). A loss whose class has
+`flow_map = True` trains a network built with a second time input (flowdiff.learning.flowmaps)."""
+
 
 def get_loss(loss: str | dict | FlowMatching, **kwargs) -> FlowMatching:
     """A loss object from itself, its name or its config dict (keywords override the hyperparameters).

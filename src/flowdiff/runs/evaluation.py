@@ -120,8 +120,12 @@ def evaluate_run(run_dir: str | Path, solvers: Sequence[str] = ("euler", "heun",
     from flowdiff.runs.load import load
 
     check_options(n, metrics, grid, nll_solver if nll else None)
-    settings = settings_for(solvers, nfes, tols, sigma)
+    from flowdiff.learning.flowmaps import is_flow_map
+
+    settings = settings_for(solvers, nfes, tols, sigma)  # checked before the run is loaded
     run = load(run_dir, device=device)
+    if is_flow_map(run.network):  # its jumps too: x_r = x_t + (r - t) u(x_t, r, t), NFE = steps
+        settings = settings_for(solvers, nfes, tols, sigma, flow_map=True)
     reference = load_reference(run, n, seed)
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(run_dir) / "classifier"
     scorer = scorer_for(run, reference, metrics, cache_dir, seed)

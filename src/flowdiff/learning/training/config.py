@@ -35,6 +35,7 @@ class TrainConfig:
     n_data: int | None = None
     image_size: int | None = None
     # the objective
+    method: str = "flow"
     loss: str = "flow_matching"
     coupling: str = "independent"
     time_law: str = "uniform"
@@ -77,15 +78,28 @@ class TrainConfig:
             raise InvalidInputError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of: "
                                     f"{', '.join(LR_SCHEDULES)}")
         self._check_names()
+        self._resolve_method()
+
+    def _resolve_method(self) -> None:
+        """A method that names its own loss (meanflow, shortcut) sets `loss`; another loss given with it is refused."""
+        from flowdiff.learning.losses import METHODS
+
+        own = METHODS[self.method]
+        if own is not None and self.loss != own:
+            if self.loss != TrainConfig.loss:
+                raise InvalidInputError(f"the method {self.method!r} trains with its own loss ({own!r}), not "
+                                        f"{self.loss!r}; leave the loss at its default")
+            object.__setattr__(self, "loss", own)
 
     def _check_names(self) -> None:
         """Names that a registry resolves: checked here so that a bad one fails before any work."""
-        from flowdiff.learning.losses import LOSSES, TIME_LAWS
+        from flowdiff.learning.losses import LOSSES, METHODS, TIME_LAWS
         from flowdiff.learning.models import MODELS
         from flowdiff.paths.couplings import COUPLINGS
         from flowdiff.paths.schedules import SCHEDULES
         from flowdiff.registry import lookup
 
+        lookup(METHODS, self.method, "method")
         lookup(LOSSES, self.loss, "loss")
         lookup(COUPLINGS, self.coupling, "coupling")
         lookup(TIME_LAWS, self.time_law, "time law")
