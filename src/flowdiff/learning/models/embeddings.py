@@ -22,9 +22,10 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0
     Times in [0, 1] are scaled by `scale` (1000) so that the lowest frequencies still vary across [0, 1].
     """
     half = dim // 2
-    k = torch.arange(half, device=t.device, dtype=torch.float32)
+    dtype = torch.float64 if t.dtype == torch.float64 else torch.float32  # float64 times keep their precision
+    k = torch.arange(half, device=t.device, dtype=dtype)
     freqs = scale * torch.exp(-math.log(max_period) * k / half)
-    angles = t.float()[:, None] * freqs[None]
+    angles = t.to(dtype)[:, None] * freqs[None]
     emb = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)

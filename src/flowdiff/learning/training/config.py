@@ -133,6 +133,8 @@ class TrainConfig:
         if unknown:
             raise InvalidInputError(f"unknown training settings {unknown}; known: "
                                     f"{', '.join(f.name for f in fields(self))}")
+        if changes.get("method", self.method) != self.method and "loss" not in changes:
+            changes["loss"] = TrainConfig.loss  # another method brings its own loss (or the default one)
         return replace(self, **changes)
 
     def result_fields(self) -> dict:
