@@ -14,7 +14,7 @@ from flowdiff.learning.flowmaps import meanflow_target, shortcut_target
 from flowdiff.learning.flowmaps.meanflow import average_velocity_and_derivative
 
 PATH = fd.GaussianPath("linear")
-TIGHT = Dopri5(rtol=1e-11, atol=1e-11)
+TIGHT = Dopri5(rtol=1e-10, atol=1e-10)
 
 
 class GaussianFlowMap(torch.nn.Module):

@@ -17,6 +17,21 @@ from flowdiff.dynamics.solvers import solver_names
 ODE_SOLVERS = solver_names(ODE)
 
 
+def check_runs(run_dir: Path, out: Path, resume: bool, force: bool) -> None:
+    """Before any ODE solve: the teacher is a run, and --out is new (or --resume / --force says what to do)."""
+    from flowdiff.errors import InvalidInputError
+    from flowdiff.runs.layout import CONFIG_FILE, is_run
+
+    if resume and force:
+        raise InvalidInputError("--resume continues a run and --force replaces it; give one of them")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise InvalidInputError(f"{run_dir} is not a run directory (no {CONFIG_FILE}); give a run made by flowdiff "
+                                "train")
+    if is_run(out) and not (resume or force):
+        raise InvalidInputError(f"run directory {out} already exists; continue it (--resume), replace it (--force), "
+                                "or choose another --out")
+
+
 def reflow_command(
     run_dir: Path = typer.Argument(..., metavar="RUN", help="The teacher: a run directory written by flowdiff train."),
     pairs: int = typer.Option(..., "--pairs", min=1, help="Number of (noise, sample) pairs to make with RUN's ODE."),
@@ -35,19 +50,10 @@ def reflow_command(
 ) -> None:
     """Reflow (rectified flow): make RUN's ODE pairs and train a straighter flow on them, into --out."""
     from flowdiff.cli.progress import TrainingProgress
-    from flowdiff.errors import InvalidInputError
     from flowdiff.learning.devices import configure_threads
-    from flowdiff.runs.layout import CONFIG_FILE, is_run
     from flowdiff.runs.reflow import reflow
 
-    if resume and force:
-        raise InvalidInputError("--resume continues a reflow and --force replaces it; give one of them")
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise InvalidInputError(f"{run_dir} is not a run directory (no {CONFIG_FILE}); give a run made by flowdiff "
-                                "train")
-    if is_run(out) and not (resume or force):
-        raise InvalidInputError(f"run directory {out} already exists; continue it (--resume), replace it (--force), "
-                                "or choose another --out")
+    check_runs(run_dir, out, resume, force)
     configure_threads(None, "cpu", "vectors")
     trainer, result = reflow(run_dir, pairs, out, pairs_dir, ode_steps, solver, resume=resume, force=force,
                              hooks=[] if quiet else [TrainingProgress()], steps=steps, batch_size=batch, lr=lr,

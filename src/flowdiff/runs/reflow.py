@@ -19,7 +19,7 @@ from flowdiff.atomic import write_json, write_with
 from flowdiff.errors import IncompatibleError, InvalidInputError
 
 MANIFEST = "pairs.json"
-"""The settings of a pairs directory; shards made with other settings are never mixed with them."""
+"""The settings of a pairs (or trajectories) directory; shards made with other settings are never mixed with them."""
 
 
 def _shard(directory: Path, index: int) -> Path:
@@ -44,37 +44,48 @@ def _check_manifest(directory: Path, manifest: dict) -> None:
                                 "give another folder for the pairs, or the settings they were made with")
 
 
-def generate_pairs(run, n: int, directory: str | Path, steps: int = 50, solver: str = "heun",
-                   shard_size: int = 4096, seed: int = 0,
-                   callback: Callable[[dict], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """n pairs (X_0, X_1 = teacher ODE(X_0)) in the network's units, made or read shard by shard in `directory`."""
+def generate_trajectories(run, n: int, directory: str | Path, keep: int = 1, steps: int = 50, solver: str = "heun",
+                          shard_size: int = 4096, seed: int = 0,
+                          callback: Callable[[dict], None] | None = None) -> torch.Tensor:
+    """States (n, keep + 1, *shape) of the teacher's ODE at the times k / keep, in the network's units, made or read
+    shard by shard in `directory` (the solver takes `steps` steps, rounded up to a multiple of `keep`)."""
     from flowdiff.learning.sampling import noise, sample
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InvalidInputError(f"the number of pairs must be a positive integer, got {n!r}")
+    for name, value in (("the number of trajectories", n), ("keep", keep), ("steps", steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
     if run.num_classes is not None:
-        raise IncompatibleError(f"{run.directory} is label-conditioned; reflow of conditional runs is not supported "
-                                "yet (reflow an unconditional run)")
-    directory = Path(directory)
-    manifest = {"teacher": str(Path(run.directory).resolve()), "teacher_step": run.step, "pairs": n, "steps": steps,
-                "solver": solver, "shard_size": shard_size, "seed": seed}
+        raise IncompatibleError(f"{run.directory} is label-conditioned; reflow and distillation of conditional runs "
+                                "are not supported yet (use an unconditional run)")
+    directory, every = Path(directory), math.ceil(steps / keep)
+    manifest = {"teacher": str(Path(run.directory).resolve()), "teacher_step": run.step, "count": n, "keep": keep,
+                "steps": every * keep, "solver": solver, "shard_size": shard_size, "seed": seed}
     _check_manifest(directory, manifest)
     shape, parts = tuple(run.network.data_shape), []
     shards = math.ceil(n / shard_size)
     for index in range(shards):
         file, size = _shard(directory, index), min(shard_size, n - index * shard_size)
         if callback is not None:
-            callback({"task": f"pairs shard {index + 1}/{shards}", "done": index, "total": shards})
+            callback({"task": f"teacher ODE, shard {index + 1}/{shards}", "done": index, "total": shards})
         if not file.is_file():
-            generator = torch.Generator().manual_seed(seed * 100_003 + index)
-            x0 = noise(size, shape, generator, run.device)
-            x1 = sample(run.model, run.path, x0=x0, steps=steps, solver=solver)
-            write_with(file, lambda tmp, x0=x0, x1=x1: torch.save({"x0": x0.cpu(), "x1": x1.cpu()}, tmp))
-        pair = torch.load(file, map_location="cpu", weights_only=True)
-        if tuple(pair["x0"].shape) != (size, *shape) or pair["x0"].shape != pair["x1"].shape:
-            raise InvalidInputError(f"{file} does not hold {size} pairs of shape {shape}; delete it to make it again")
-        parts.append(pair)
-    return torch.cat([p["x0"] for p in parts]), torch.cat([p["x1"] for p in parts])
+            x0 = noise(size, shape, torch.Generator().manual_seed(seed * 100_003 + index), run.device)
+            states = sample(run.model, run.path, x0=x0, steps=every * keep, solver=solver,
+                            return_trajectory=True).states[::every].transpose(0, 1).cpu()
+            write_with(file, lambda tmp, states=states: torch.save({"states": states}, tmp))
+        states = torch.load(file, map_location="cpu", weights_only=True).get("states")
+        if not isinstance(states, torch.Tensor) or tuple(states.shape) != (size, keep + 1, *shape):
+            raise InvalidInputError(f"{file} does not hold {size} trajectories of {keep + 1} states of shape {shape}; "
+                                    "delete it to make it again")
+        parts.append(states)
+    return torch.cat(parts)
+
+
+def generate_pairs(run, n: int, directory: str | Path, steps: int = 50, solver: str = "heun",
+                   shard_size: int = 4096, seed: int = 0,
+                   callback: Callable[[dict], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """n pairs (X_0, X_1 = teacher ODE(X_0)) in the network's units, made or read shard by shard in `directory`."""
+    states = generate_trajectories(run, n, directory, 1, steps, solver, shard_size, seed, callback)
+    return states[:, 0], states[:, 1]
 
 
 def reflow(teacher: str | Path, n_pairs: int, out: str | Path, pairs_dir: str | Path | None = None,
@@ -90,11 +101,36 @@ def reflow(teacher: str | Path, n_pairs: int, out: str | Path, pairs_dir: str | 
 
     run = load(teacher)
     pairs_dir = Path(pairs_dir) if pairs_dir is not None else Path(f"{Path(out)}-pairs")
-    seed = settings.get("seed", 0)
-    x0, x1 = generate_pairs(run, n_pairs, pairs_dir, ode_steps, solver, seed=seed, callback=callback)
+    x0, x1 = generate_pairs(run, n_pairs, pairs_dir, ode_steps, solver, seed=settings.get("seed", 0),
+                            callback=callback)
     student = build_model(run.network.config())
     student.load_state_dict(run.network.state_dict())
     student.requires_grad_(True)
     trainer = Trainer(student, run.path, x1, coupling=StoredPairs(x0, x1),
+                      hooks=[*run_hooks(out, run.data_info, resume, force), *hooks], **settings)
+    return trainer, trainer.fit()
+
+
+def distill(teacher: str | Path, jumps: int, n_trajectories: int, out: str | Path,
+            trajectories_dir: str | Path | None = None, ode_steps: int = 64, solver: str = "heun",
+            resume: bool = False, force: bool = False, hooks: Sequence = (),
+            callback: Callable[[dict], None] | None = None, **settings):
+    """Distil the run `teacher` into a flow map for `jumps` jumps in the run `out`: its ODE's states at the times
+    k / jumps (stored in `trajectories_dir`, default OUT-trajectories), then `TrajectoryDistillation` from the
+    teacher's weights (`settings`: TrainConfig keywords such as steps (of training) and lr)."""
+    from flowdiff.learning.flowmaps.distill import TrajectoryDistillation
+    from flowdiff.learning.models import build_model
+    from flowdiff.learning.training.trainer import Trainer
+    from flowdiff.runs.load import load
+    from flowdiff.runs.train import run_hooks
+
+    run = load(teacher)
+    folder = Path(trajectories_dir) if trajectories_dir is not None else Path(f"{Path(out)}-trajectories")
+    states = generate_trajectories(run, n_trajectories, folder, jumps, ode_steps, solver,
+                                   seed=settings.get("seed", 0), callback=callback)
+    student = build_model({**run.network.config(), "flow_map": True})
+    student.load_state_dict(run.network.state_dict(), strict=False)  # all but the new interval embedding
+    student.requires_grad_(True)
+    trainer = Trainer(student, run.path, states[:, -1], loss=TrajectoryDistillation(states),
                       hooks=[*run_hooks(out, run.data_info, resume, force), *hooks], **settings)
     return trainer, trainer.fit()
