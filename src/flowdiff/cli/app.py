@@ -28,6 +28,8 @@ COMMAND_MODULES = [
     "flowdiff.cli.demo_cmd",
     "flowdiff.cli.eval_cmd",
     "flowdiff.cli.report_cmd",
+    "flowdiff.cli.reflow_cmd",
+    "flowdiff.cli.distill_cmd",
 ]
 """Modules that each define `register(app)` adding their subcommands."""
 

@@ -36,7 +36,7 @@ def check_label_options(run, label: str | None, guidance: float) -> None:
 def sample_command(
     run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directory written by flowdiff train."),
     n: int = typer.Option(1000, "--n", min=1, help="Number of samples (per class with --label all)."),
-    steps: int = typer.Option(100, "--steps", min=1, help="Number of solver steps."),
+    steps: int = typer.Option(100, "--steps", min=1, help="Number of solver steps (a flow map's jumps: 1, 2, ...)."),
     solver: str = typer.Option(None, "--solver", parser=choice(SAMPLE_SOLVERS, "solver"),
                                help=f"{names(SAMPLE_SOLVERS)} (default: heun for the ODE, euler_maruyama for the "
                                "SDE)."),
@@ -72,6 +72,7 @@ def _sample(run_dir: Path, n: int, steps: int, solver: str | None, sigma: float,
 
     from flowdiff.learning.devices import configure_threads, pick_device
     from flowdiff.learning.sampling.builders import noise
+    from flowdiff.learning.sampling.few_step import uses_jumps
     from flowdiff.learning.training import distributed
     from flowdiff.plots.samples import labels_for, sample_files, write_samples
     from flowdiff.runs.load import load
@@ -96,8 +97,10 @@ def _sample(run_dir: Path, n: int, steps: int, solver: str | None, sigma: float,
         return
     written = write_samples(run, x, y, out, per_row=n if label == "all" else None)
     what = "images" if run.data_info.kind == "images" else "points"
-    print(f"sampled {len(x)} {what} with the {'SDE' if sigma > 0 else 'ODE'} in {steps} steps; wrote "
-          f"{' and '.join(map(str, written))}")
+    how = f"the {'SDE' if sigma > 0 else 'ODE'} in {steps} steps"
+    if uses_jumps(run.network, solver, sigma > 0, "velocity"):
+        how = f"the flow map in {steps} jump{'s' if steps > 1 else ''} (NFE {steps})"
+    print(f"sampled {len(x)} {what} with {how}; wrote {' and '.join(map(str, written))}")
 
 
 def learned_grid(run, solver: str | None, steps: int, sigma: float, seed: int):

@@ -12,7 +12,7 @@ import typer
 
 from flowdiff.cli.options import choice, names
 from flowdiff.errors import IncompatibleError, InvalidInputError
-from flowdiff.learning.losses import LOSSES, TIME_LAWS
+from flowdiff.learning.losses import LOSSES, METHODS, TIME_LAWS
 from flowdiff.learning.models import MODELS
 from flowdiff.learning.training.config import LR_SCHEDULES, OT_SCOPES, PRECISIONS, TrainConfig
 from flowdiff.paths.couplings import COUPLINGS
@@ -77,6 +77,9 @@ def train_command(
     precision: str = typer.Option(None, "--precision", parser=choice(PRECISIONS, "precision"),
                                   help="fp32, or autocast to bf16 / fp16 (with a gradient scaler); weights, EMA and "
                                   f"optimizer state stay fp32 (default: {D.precision})."),
+    method: str = typer.Option(None, "--method", parser=choice(METHODS, "method"),
+                               help=f"Training method: {names(METHODS)}; meanflow and shortcut train a flow map "
+                               f"u(x, r, t) that samples in 1-2 steps (default: {D.method})."),
     loss: str = typer.Option(None, "--loss", parser=choice(LOSSES, "loss"),
                              help=f"Loss: {names(LOSSES)} (default: {D.loss})."),
     time_law: str = typer.Option(None, "--time-law", parser=choice(TIME_LAWS, "time law"),
@@ -117,7 +120,7 @@ def train_command(
     from flowdiff.learning.training.config import read_toml
 
     given = dict(data=data, steps=steps, batch_size=batch, lr=lr, hidden=hidden, model=model, schedule=schedule,
-                 coupling=coupling, ot_scope=ot_scope, time_law=time_law, loss=loss, seed=seed,
+                 coupling=coupling, ot_scope=ot_scope, time_law=time_law, method=method, loss=loss, seed=seed,
                  label_dropout=label_dropout, precision=precision,
                  labels=labels, label_column=label_column, standardize=standardize, n_data=n_data,
                  image_size=image_size, ema_decay=ema_decay, warmup=warmup, lr_schedule=lr_schedule,

@@ -85,17 +85,20 @@ def check_solvers(solvers: Sequence[str], sigma: float) -> None:
 
 
 def settings_for(solvers: Sequence[str], nfes: Sequence[int], tols: Sequence[float], sigma: float,
-                 grids: Sequence[str] = ("uniform",)) -> list[Setting]:
+                 grids: Sequence[str] = ("uniform",), flow_map: bool = False) -> list[Setting]:
     """The (solver, grid, steps) settings that meet each NFE budget; adaptive solvers get one per tolerance.
 
     Multistep solvers take one evaluation a step; a "learned" grid is learned through fixed-step solvers only.
+    A flow map (`flow_map`, sigma = 0) also gets its jumps, one per NFE ("flow_map", k steps = k evaluations).
     """
     if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in nfes):
         raise InvalidInputError(f"NFE budgets must be integers >= 1 (function evaluations per sample), got {nfes}")
     if any(not (t > 0 and math.isfinite(t)) for t in tols):
         raise InvalidInputError(f"tolerances must be positive numbers, got {list(tols)}")
     check_solvers(solvers, sigma)
-    out: list[Setting] = []
+    from flowdiff.learning.sampling.few_step import FLOW_MAP
+
+    out: list[Setting] = [Setting(FLOW_MAP, k, k) for k in dict.fromkeys(nfes)] if flow_map and sigma == 0 else []
     for grid in grids:
         for name in solvers:
             out.extend(_settings_of(name, grid, nfes, tols, sigma, first_grid=grid == grids[0]))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 from flowdiff.errors import IncompatibleError, InvalidInputError
+from flowdiff.learning.flowmaps import MeanFlow, Shortcut
 from flowdiff.learning.training.distributed import Shard, all_gather, current_shard, sharded
 from flowdiff.paths.couplings import Coupled, Coupling, get_coupling
 from flowdiff.paths.gaussian_path import GaussianPath, PathSample
@@ -244,8 +245,18 @@ class ScoreMatching(FlowMatching):
 LOSSES: dict[str, Callable[..., FlowMatching]] = {
     "flow_matching": FlowMatching,
     "score_matching": ScoreMatching,
+    "meanflow": MeanFlow,  # flow maps u(x, r, t): flowdiff.learning.flowmaps
+    "shortcut": Shortcut,
 }
 """Loss objects by name."""
+
+METHODS: dict[str, str | None] = {
+    "flow": None,  # the configured loss (flow_matching, score_matching)
+    "meanflow": "meanflow",
+    "shortcut": "shortcut",
+}
+"""Training methods by name: the loss each trains with (None: the configured one). A loss whose class has
+`flow_map = True` trains a network built with a second time input (flowdiff.learning.flowmaps)."""
 
 
 def get_loss(loss: str | dict | FlowMatching, **kwargs) -> FlowMatching:

@@ -36,7 +36,9 @@ def load_training_data(config: TrainConfig) -> Dataset:
 
 
 def build_network(config: TrainConfig, dataset: Dataset) -> nn.Module:
-    """The network the config names for this data (seeded by config.seed): an MLP, a U-Net or a DiT."""
+    """The network the config names for this data (seeded by config.seed): an MLP, a U-Net or a DiT;
+    a flow map u(x, r, t) (flow_map=True) when the loss trains one (meanflow, shortcut)."""
+    from flowdiff.learning.losses import LOSSES
     from flowdiff.learning.models import MLP, build_model, default_image_model
 
     images = dataset.kind == "images"
@@ -44,15 +46,18 @@ def build_network(config: TrainConfig, dataset: Dataset) -> nn.Module:
         raise InvalidInputError("the mlp model takes vectors; for images use the unet or dit model")
     if not images and config.model not in ("default", "mlp"):
         raise InvalidInputError(f"the {config.model} model is for images; vector data uses the mlp model")
+    flow_map = getattr(LOSSES[config.loss], "flow_map", False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         if not images:
-            return MLP(dataset.info.shape[0], hidden=config.hidden, num_classes=dataset.num_classes)
+            return MLP(dataset.info.shape[0], hidden=config.hidden, num_classes=dataset.num_classes,
+                       flow_map=flow_map)
         if config.model == "default":
-            return default_image_model(dataset.info.shape, dataset.num_classes)
+            network = default_image_model(dataset.info.shape, dataset.num_classes)
+            return build_model({**network.config(), "flow_map": True}) if flow_map else network
         channels, height, width = dataset.info.shape
         return build_model({"name": config.model, "channels": channels, "image_size": [height, width],
-                            "num_classes": dataset.num_classes})
+                            "num_classes": dataset.num_classes, **({"flow_map": True} if flow_map else {})})
 
 
 def build_trainer(config: TrainConfig, out: str | Path | None = None, resume: bool = False, force: bool = False,

@@ -133,12 +133,16 @@ def evaluate_run(run_dir: str | Path, solvers: Sequence[str] = ("euler", "heun",
     from flowdiff.runs.load import load
 
     check_options(n, metrics, grid, nll_solver if nll else None)
+    from flowdiff.learning.flowmaps import is_flow_map
+
     grids = [grid] if isinstance(grid, str) else list(grid)
     if "learned" in grids and sigma > 0:
         raise InvalidInputError("a learned grid is fitted to the ODE; evaluate it with sigma = 0")
-    settings = settings_for(solvers, nfes, tols, sigma, grids)
+    settings = settings_for(solvers, nfes, tols, sigma, grids)  # checked before the run is loaded
     run = load(run_dir, device=device)
     run.check_fits(n, max(nfes))
+    if is_flow_map(run.network):  # its jumps too: x_r = x_t + (r - t) u(x_t, r, t), NFE = steps
+        settings = settings_for(solvers, nfes, tols, sigma, grids, flow_map=True)
     reference = load_reference(run, n, seed)
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(run_dir) / "classifier"
     scorer = scorer_for(run, reference, metrics, cache_dir, seed)

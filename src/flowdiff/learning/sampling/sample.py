@@ -21,6 +21,7 @@ from flowdiff.learning.sampling.builders import (
     time_grid,
 )
 from flowdiff.learning.sampling.compiled import compiled_ode_sampler
+from flowdiff.learning.sampling.few_step import flow_map_sampler, uses_jumps
 from flowdiff.learning.sampling.multistep import MultistepSolver, find_multistep
 from flowdiff.learning.sampling.samplers import ode_sampler, sde_sampler
 from flowdiff.paths.gaussian_path import PREDICTIONS, GaussianPath
@@ -91,6 +92,7 @@ def sample(
     return_trajectory the `Trajectory` over the grid (its `nfe` counts the network's calls).
     `compile=True` (or a torch.compile backend name) runs each step of a fixed-step Runge–Kutta ODE solver as
     one compiled graph (`flowdiff.learning.sampling.compiled`).
+    A flow map u(x, r, t) with no solver named jumps x_r = x_t + (r - t) u(x_t, r, t) (`few_step`).
     """
     if prediction not in PREDICTIONS:
         raise InvalidInputError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
@@ -112,7 +114,9 @@ def sample(
     velocity = as_velocity(field, path, prediction)
     save = "all" if return_trajectory else "final"
     multistep = find_multistep(solver)
-    if compile:
+    if uses_jumps(model, solver, stochastic, prediction):
+        trajectory = flow_map_sampler(field, x0, ts, save, callback)
+    elif compile:
         if stochastic:
             raise IncompatibleError("compiled sampling integrates the ODE (sigma = 0); sample the SDE without compile")
         trajectory = compiled_ode_sampler(velocity, x0, ts, solver or "heun", save, callback,

@@ -46,6 +46,7 @@ class TrainConfig:
     n_data: int | None = None
     image_size: int | None = None
     # the objective
+    method: str = "flow"
     loss: str = "flow_matching"
     coupling: str = "independent"
     time_law: str = "uniform"
@@ -97,15 +98,28 @@ class TrainConfig:
         if self.ot_scope not in OT_SCOPES:
             raise InvalidInputError(f"unknown ot_scope {self.ot_scope!r}; choose one of: {', '.join(OT_SCOPES)}")
         self._check_names()
+        self._resolve_method()
+
+    def _resolve_method(self) -> None:
+        """A method that names its own loss (meanflow, shortcut) sets `loss`; another loss given with it is refused."""
+        from flowdiff.learning.losses import METHODS
+
+        own = METHODS[self.method]
+        if own is not None and self.loss != own:
+            if self.loss != TrainConfig.loss:
+                raise InvalidInputError(f"the method {self.method!r} trains with its own loss ({own!r}), not "
+                                        f"{self.loss!r}; leave the loss at its default")
+            object.__setattr__(self, "loss", own)
 
     def _check_names(self) -> None:
         """Names that a registry resolves: checked here so that a bad one fails before any work."""
-        from flowdiff.learning.losses import LOSSES, TIME_LAWS
+        from flowdiff.learning.losses import LOSSES, METHODS, TIME_LAWS
         from flowdiff.learning.models import MODELS
         from flowdiff.paths.couplings import COUPLINGS
         from flowdiff.paths.schedules import SCHEDULES
         from flowdiff.registry import lookup
 
+        lookup(METHODS, self.method, "method")
         lookup(LOSSES, self.loss, "loss")
         lookup(COUPLINGS, self.coupling, "coupling")
         lookup(TIME_LAWS, self.time_law, "time law")
@@ -139,6 +153,8 @@ class TrainConfig:
         if unknown:
             raise InvalidInputError(f"unknown training settings {unknown}; known: "
                                     f"{', '.join(f.name for f in fields(self))}")
+        if changes.get("method", self.method) != self.method and "loss" not in changes:
+            changes["loss"] = TrainConfig.loss  # another method brings its own loss (or the default one)
         return replace(self, **changes)
 
     def result_fields(self) -> dict:
