@@ -142,16 +142,21 @@ class MixturePath:
 
     def sample_source(self, shape, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """x0 ~ p_0, an integer tensor of `shape` (all mask tokens, or uniform tokens)."""
-        if self.source == "mask":
-            return torch.full(tuple(shape), self.vocab_size, dtype=torch.long, device=device)
         source = generator.device if generator is not None else device
-        return torch.randint(self.vocab_size, tuple(shape), generator=generator, device=source).to(device)
+        return self.source_from_uniform(torch.rand(tuple(shape), generator=generator, device=source).to(device))
+
+    def source_from_uniform(self, uniform: torch.Tensor) -> torch.Tensor:
+        """x0 ~ p_0 from U(0, 1) draws of its shape: the mask token, or floor(K u) for the uniform source."""
+        if self.source == "mask":
+            return torch.full(uniform.shape, self.vocab_size, dtype=torch.long, device=uniform.device)
+        return (uniform * self.vocab_size).long().clamp_max(self.vocab_size - 1)
 
     def sample(self, x1: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None,
                x0: torch.Tensor | None = None, uniform: torch.Tensor | None = None) -> MixtureSample:
         """x_t: each token is x1_i w.p. kappa_t, else x0_i ~ p_0 (`uniform`: the U(0,1) draws, else drawn)."""
         self.check_data(x1)
-        t = torch.as_tensor(t, dtype=torch.get_default_dtype(), device=x1.device).expand(x1.shape[0])
+        t = torch.as_tensor(t, device=x1.device)
+        t = (t if torch.is_floating_point(t) else t.to(torch.get_default_dtype())).expand(x1.shape[0])
         x0 = self.sample_source(x1.shape, generator, x1.device) if x0 is None else x0
         if uniform is None:
             source = generator.device if generator is not None else x1.device
