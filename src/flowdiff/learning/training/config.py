@@ -16,6 +16,9 @@ from flowdiff.errors import InvalidInputError
 LR_SCHEDULES = ("cosine", "constant")
 """Learning-rate schedules after the warm-up."""
 
+METHODS = {"flow": "flow", "discrete": "discrete"}
+"""What is trained: a flow (or score) model on a Gaussian path, or discrete flow matching on tokens."""
+
 NOT_RESULT_FIELDS = ("checkpoint_every", "log_every", "device")
 """Settings that do not change the trained weights: a resumed run may change them."""
 
@@ -35,6 +38,9 @@ class TrainConfig:
     n_data: int | None = None
     image_size: int | None = None
     # the objective
+    method: str = "flow"
+    source: str = "mask"
+    discrete_loss: str = "cross_entropy"
     loss: str = "flow_matching"
     coupling: str = "independent"
     time_law: str = "uniform"
@@ -92,6 +98,14 @@ class TrainConfig:
         lookup(SCHEDULES, self.schedule, "schedule")
         if self.model != "default":
             lookup(MODELS, self.model, "model")
+        lookup(METHODS, self.method, "method")
+        if self.method == "discrete":  # the mixture path: its source, kappa schedule (`schedule`) and loss
+            from flowdiff.learning.discrete.loss import DISCRETE_LOSSES
+            from flowdiff.paths.discrete import KAPPAS, SOURCES
+
+            lookup({s: s for s in SOURCES}, self.source, "token source")
+            lookup(KAPPAS, self.schedule, "kappa schedule of the discrete path")
+            lookup(DISCRETE_LOSSES, self.discrete_loss, "discrete loss")
 
     def to_dict(self) -> dict:
         """A JSON-ready dictionary of every field."""
