@@ -43,6 +43,12 @@ def sample_command(
     grid: str = typer.Option("uniform", "--grid", parser=choice(GRIDS, "grid"), help=f"Time grid: {names(GRIDS)}."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+    ctmc: str = typer.Option("euler", "--ctmc", parser=choice(["euler", "first_hitting"], "CTMC sampler"),
+                             help="Sampler of a discrete (token) run: euler (--steps steps) or first_hitting (mask "
+                             "source: one network call per unmasked token)."),
+    categorical: str = typer.Option("float64", "--categorical", parser=choice(["float64", "float32"], "precision"),
+                                    help="Precision of the categorical draws of a token run (float32 undersamples "
+                                    "rare tokens)."),
 ) -> None:
     """Sample from a trained run; writes samples.npz and a picture (scatter or image grid)."""
     import torch
@@ -53,10 +59,15 @@ def sample_command(
 
     run = load(run_dir, device=device)
     configure_threads(None, device, run.data_info.kind)
-    out = Path(out) if out is not None else Path(run_dir) / "samples.npz"
-    refuse_overwrite(sample_files(run, out), force)
     check_label_options(run, label, guidance)
+    if run.data_info.kind != "tokens":
+        out = Path(out) if out is not None else Path(run_dir) / "samples.npz"
+        refuse_overwrite(sample_files(run, out), force)
     y = labels_for(run, label, n)
+    if run.data_info.kind == "tokens":
+        from flowdiff.cli.discrete_runs import sample_token_run
+
+        return sample_token_run(run, n, steps, ctmc, y, guidance, seed, out, force, categorical)
     x = run.sample(n=n if y is None else len(y), steps=steps, solver=solver, sigma=sigma, y=y, guidance=guidance,
                    generator=torch.Generator(device=run.device).manual_seed(seed), grid=grid)
     written = write_samples(run, x, y, out, per_row=n if label == "all" else None)
