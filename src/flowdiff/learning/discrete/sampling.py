@@ -88,9 +88,10 @@ def sample_tokens(model, path: MixturePath, n: int, steps: int = 100, method: st
         raise InvalidInputError(f"n must be a positive integer, got {n!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise InvalidInputError(f"steps must be a positive integer, got {steps!r}")
-    length = getattr(model, "length", None)
-    if length is None:
-        raise IncompatibleError("sampling tokens needs a token network (with a `length`), e.g. TokenMLP")
+    shape = getattr(model, "data_shape", None)
+    if shape is None or len(shape) != 1:
+        raise IncompatibleError("sampling tokens needs a token network (data_shape (L,)), e.g. TokenMLP")
+    length = int(shape[0])
     device = torch.device(device) if device is not None else model_device(model)
     if y is not None:
         y = torch.as_tensor(y, device=device, dtype=torch.long).reshape(-1).expand(n)
