@@ -54,6 +54,7 @@ def test_a_text_run_writes_decoded_text(cli, tmp_path):
     (lambda d: None, ["--data", "markov_tokens", "--source", "gaussian"], "--source"),
     (lambda d: None, ["--data", "markov_tokens", "--schedule", "vp"], "unknown kappa schedule"),
     (lambda d: None, ["--data", "markov_tokens", "--model", "unet"], "token data uses token_mlp"),
+    (lambda d: None, ["--data", "markov_tokens", "--coupling", "ot"], "apply to Gaussian paths"),
 ])
 def test_bad_input_is_one_line_and_writes_no_run(cli, tmp_path, monkeypatch, make, args, message):
     monkeypatch.chdir(tmp_path)

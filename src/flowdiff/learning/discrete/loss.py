@@ -66,8 +66,11 @@ class DiscreteFlowMatching:
 
     def __call__(self, model, path: MixturePath, x1: torch.Tensor, y: torch.Tensor | None = None,
                  coupling=None, label_dropout: float = 0.0, generator: torch.Generator | None = None,
-                 **ignored) -> torch.Tensor:
+                 time_law: str = "uniform") -> torch.Tensor:
         """The loss on the minibatch of token sequences x1 (batch, L)."""
+        if time_law != "uniform":
+            raise IncompatibleError(f"discrete flow matching draws t uniformly; the time law {time_law!r} is for "
+                                    "Gaussian paths")
         if not isinstance(path, MixturePath):
             raise IncompatibleError(f"discrete flow matching needs a MixturePath, got {type(path).__name__}")
         if coupling is not None and getattr(coupling, "name", "independent") != "independent":

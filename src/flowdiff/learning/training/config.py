@@ -106,6 +106,11 @@ class TrainConfig:
             lookup({s: s for s in SOURCES}, self.source, "token source")
             lookup(KAPPAS, self.schedule, "kappa schedule of the discrete path")
             lookup(DISCRETE_LOSSES, self.discrete_loss, "discrete loss")
+            gaussian = {"coupling": "independent", "time_law": "uniform", "loss": "flow_matching"}
+            changed = [f"{k}={getattr(self, k)!r}" for k, v in gaussian.items() if getattr(self, k) != v]
+            if changed:
+                raise InvalidInputError(f"{', '.join(changed)} apply to Gaussian paths, not to the discrete method "
+                                        "(its loss is chosen by discrete_loss)")
 
     def to_dict(self) -> dict:
         """A JSON-ready dictionary of every field."""
