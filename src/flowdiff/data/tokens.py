@@ -79,11 +79,6 @@ TOKEN_TOYS = {"markov_tokens": markov_law, "checkerboard_tokens": checkerboard_l
 """Token laws shipped in code, by name."""
 
 
-def is_token_spec(spec) -> bool:
-    """True for a token toy name or a file with a token suffix."""
-    return str(spec) in TOKEN_TOYS or Path(str(spec)).suffix.lower() in TOKEN_SUFFIXES
-
-
 def token_law(name: str) -> TokenLaw | None:
     """The exact law of a token toy set, or None for data without a known law."""
     factory = TOKEN_TOYS.get(str(name))
