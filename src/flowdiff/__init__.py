@@ -23,6 +23,7 @@ _PUBLIC = {
     "OrnsteinUhlenbeck": "flowdiff.dynamics.processes",
     "Langevin": "flowdiff.dynamics.processes",
     "Gaussian": "flowdiff.dynamics.densities",
+    "ctmc_euler": "flowdiff.dynamics.ctmc",
     "GaussianMixture": "flowdiff.dynamics.densities",
     # layer 2: paths
     "GaussianPath": "flowdiff.paths.gaussian_path",
@@ -30,6 +31,7 @@ _PUBLIC = {
     "marginal_velocity": "flowdiff.paths.marginals",
     "marginal_score": "flowdiff.paths.marginals",
     "marginal_log_prob": "flowdiff.paths.marginals",
+    "MixturePath": "flowdiff.paths.discrete",
     "ClassifierFreeGuidance": "flowdiff.learning.guidance",
     "Converted": "flowdiff.learning.predictions",
     "as_velocity": "flowdiff.learning.predictions",
@@ -40,6 +42,9 @@ _PUBLIC = {
     "sample": "flowdiff.learning.sampling",
     "log_prob": "flowdiff.learning.likelihood",
     "bits_per_dim": "flowdiff.learning.likelihood",
+    "DiscreteFlowMatching": "flowdiff.learning.discrete",
+    "sample_tokens": "flowdiff.learning.discrete",
+    "elbo": "flowdiff.learning.discrete",
     "Trainer": "flowdiff.learning.training.trainer",
     "TrainConfig": "flowdiff.learning.training.config",
     "Hook": "flowdiff.learning.training.hooks",
@@ -57,6 +62,7 @@ _PUBLIC = {
     "DataInfo": "flowdiff.data.info",
     "ImageData": "flowdiff.data.images",
     "load_images": "flowdiff.data.images",
+    "load_tokens": "flowdiff.data.tokens",
 }
 
 _MODULES = {

@@ -58,6 +58,11 @@ def eval_command(
     from flowdiff.runs.evaluation import EVAL_JSON, EVAL_PNG, evaluate_run, output_directory
 
     out_dir = output_directory(run_dir, out)
+    if _is_token_run(run_dir):
+        from flowdiff.cli.discrete_runs import eval_token_run
+        from flowdiff.runs.load import load
+
+        return eval_token_run(load(run_dir, device=device), nfe, n, seed, out_dir, force)
     refuse_overwrite([out_dir / EVAL_JSON, out_dir / EVAL_PNG], force)
     with progress_bar(disable=quiet) as bar:
         task = bar.add_task("evaluating", total=None)
@@ -71,6 +76,13 @@ def eval_command(
     written = write_evaluation(result, out_dir)
     print_result(result)
     print(f"wrote {written[0]} and {written[1]}")
+
+
+def _is_token_run(run_dir: Path) -> bool:
+    """A discrete run: ELBO and distance to a known law instead of ODE solvers (--nfe: the Euler steps)."""
+    from flowdiff.runs.layout import read_config
+
+    return read_config(run_dir)["data"].get("kind") == "tokens"
 
 
 def print_result(result: dict) -> None:

@@ -54,6 +54,12 @@ def sample_command(
     compile_steps: bool = typer.Option(False, "--compile", help="Run each step of a fixed-step ODE solver as one "
                                        "torch.compile graph (pays on GPUs and long runs; compiling takes seconds)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+    ctmc: str = typer.Option("euler", "--ctmc", parser=choice(["euler", "first_hitting"], "CTMC sampler"),
+                             help="Sampler of a discrete (token) run: euler (--steps steps) or first_hitting (mask "
+                             "source: one network call per unmasked token)."),
+    categorical: str = typer.Option("float64", "--categorical", parser=choice(["float64", "float32"], "precision"),
+                                    help="Precision of the categorical draws of a token run (float32 undersamples "
+                                    "rare tokens)."),
 ) -> None:
     """Sample from a trained run; writes samples.npz and a picture (scatter or image grid).
 
@@ -63,11 +69,13 @@ def sample_command(
     from flowdiff.learning.training.distributed import process_group
 
     with process_group(device):
-        _sample(run_dir, n, steps, solver, sigma, guidance, label, seed, out, grid, device, force, compile_steps)
+        _sample(run_dir, n, steps, solver, sigma, guidance, label, seed, out, grid, device, force, compile_steps,
+                ctmc, categorical)
 
 
 def _sample(run_dir: Path, n: int, steps: int, solver: str | None, sigma: float, guidance: float, label: str | None,
-            seed: int, out: Path | None, grid: str, device: str, force: bool, compile_steps: bool) -> None:
+            seed: int, out: Path | None, grid: str, device: str, force: bool, compile_steps: bool, ctmc: str,
+            categorical: str) -> None:
     import torch
 
     from flowdiff.learning.devices import configure_threads, pick_device
@@ -79,10 +87,17 @@ def _sample(run_dir: Path, n: int, steps: int, solver: str | None, sigma: float,
 
     run = load(run_dir, device=distributed.training_device(pick_device(device)))
     configure_threads(None, device, run.data_info.kind)
-    out = Path(out) if out is not None else Path(run_dir) / "samples.npz"
-    refuse_overwrite(sample_files(run, out), force)
     check_label_options(run, label, guidance)
+    if run.data_info.kind != "tokens":
+        out = Path(out) if out is not None else Path(run_dir) / "samples.npz"
+        refuse_overwrite(sample_files(run, out), force)
     y = labels_for(run, label, n)
+    if run.data_info.kind == "tokens":
+        from flowdiff.cli.discrete_runs import sample_token_run
+
+        if distributed.is_main():  # a token run is sampled by one process
+            sample_token_run(run, n, steps, ctmc, y, guidance, seed, out, force, categorical)
+        return
     generator = torch.Generator(device=run.device).manual_seed(seed)
     if grid == "learned":
         grid = learned_grid(run, solver, steps, sigma, seed)

@@ -12,10 +12,12 @@ import typer
 
 from flowdiff.cli.options import choice, names
 from flowdiff.errors import IncompatibleError, InvalidInputError
+from flowdiff.learning.discrete.loss import DISCRETE_LOSSES
 from flowdiff.learning.losses import LOSSES, METHODS, TIME_LAWS
 from flowdiff.learning.models import MODELS
 from flowdiff.learning.training.config import LR_SCHEDULES, OT_SCOPES, PRECISIONS, TrainConfig
 from flowdiff.paths.couplings import COUPLINGS
+from flowdiff.paths.discrete import SOURCES
 from flowdiff.paths.schedules import SCHEDULES
 
 D = TrainConfig()
@@ -79,7 +81,13 @@ def train_command(
                                   f"optimizer state stay fp32 (default: {D.precision})."),
     method: str = typer.Option(None, "--method", parser=choice(METHODS, "method"),
                                help=f"Training method: {names(METHODS)}; meanflow and shortcut train a flow map "
-                               f"u(x, r, t) that samples in 1-2 steps (default: {D.method})."),
+                               "u(x, r, t) that samples in 1-2 steps; discrete trains on tokens (an integer .npy, an "
+                               ".npz with labels, a .txt read as characters, markov_tokens, checkerboard_tokens) "
+                               f"(default: {D.method})."),
+    source: str = typer.Option(None, "--source", parser=choice(SOURCES, "token source"),
+                               help=f"Discrete source: mask or uniform (default: {D.source})."),
+    discrete_loss: str = typer.Option(None, "--discrete-loss", parser=choice(DISCRETE_LOSSES, "discrete loss"),
+                                      help=f"Discrete loss: {names(DISCRETE_LOSSES)} (default: {D.discrete_loss})."),
     loss: str = typer.Option(None, "--loss", parser=choice(LOSSES, "loss"),
                              help=f"Loss: {names(LOSSES)} (default: {D.loss})."),
     time_law: str = typer.Option(None, "--time-law", parser=choice(TIME_LAWS, "time law"),
@@ -124,7 +132,7 @@ def train_command(
                  label_dropout=label_dropout, precision=precision,
                  labels=labels, label_column=label_column, standardize=standardize, n_data=n_data,
                  image_size=image_size, ema_decay=ema_decay, warmup=warmup, lr_schedule=lr_schedule,
-                 checkpoint_every=checkpoint_every)
+                 checkpoint_every=checkpoint_every, source=source, discrete_loss=discrete_loss)
     if resume and force:
         raise InvalidInputError("--resume continues a run and --force replaces it; give one of them")
     given = {**(read_toml(config) if config is not None else {}), **{k: v for k, v in given.items() if v is not None}}
@@ -178,7 +186,7 @@ def _run(settings: TrainConfig, out: Path, resume: bool, force: bool, threads: i
     loss_text = f", final loss {last['loss']:.4f}" if "loss" in last else ""
     print(f"trained {result.step - start} steps on {trainer.device}{loss_text}; run directory: {out}")
     print(f"sample with: flowdiff sample {out} --n 1000")
-    if report:
+    if report and settings.method == "flow":  # the quick report draws ODE samples
         from flowdiff.plots.run_report import write_run_report
 
         images = len(trainer.data.x.shape) > 2

@@ -11,7 +11,10 @@ from flowdiff.errors import IncompatibleError, InvalidInputError
 
 @dataclass
 class DataInfo:
-    """What a model was trained on: kind ("vectors"/"images"), shape of one sample, labels, scaling.
+    """What a model was trained on: kind ("vectors"/"images"/"tokens"), shape of one sample, labels, scaling.
+
+    Token data (integer sequences of shape (L,)) carry their vocabulary size, and for text the characters
+    of the vocabulary (token k is vocabulary[k]).
 
     For standardised vector data, the network saw (x - mean) / std; `unstandardize` maps its
     samples back to the units of the data. Images are in [-1, 1].
@@ -26,6 +29,8 @@ class DataInfo:
     source: str = ""
     name: str = ""
     size: int = 0
+    vocab_size: int | None = None
+    vocabulary: list[str] | None = None
 
     def to_dict(self) -> dict:
         """A JSON-ready dictionary."""
@@ -50,7 +55,7 @@ class DataInfo:
         except (TypeError, ValueError) as error:
             raise InvalidInputError(f"the data description is malformed ({error}): {values}") from None
         kind = known.get("kind", "vectors")
-        if not all(s >= 1 for s in known.get("shape", (1,))) or kind not in ("vectors", "images"):
+        if not all(s >= 1 for s in known.get("shape", (1,))) or kind not in ("vectors", "images", "tokens"):
             raise InvalidInputError(f"the data description is malformed (kind or shape): {values}")
         return cls(**known)
 

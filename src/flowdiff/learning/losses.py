@@ -254,6 +254,7 @@ METHODS: dict[str, str | None] = {
     "flow": None,  # the configured loss (flow_matching, score_matching)
     "meanflow": "meanflow",
     "shortcut": "shortcut",
+    "discrete": None,  # discrete flow matching on tokens: its loss is TrainConfig.discrete_loss
 }
 """Training methods by name: the loss each trains with (None: the configured one). A loss whose class has
 `flow_map = True` trains a network built with a second time input (flowdiff.learning.flowmaps)."""

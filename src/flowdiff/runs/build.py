@@ -65,6 +65,11 @@ def build_trainer(config: TrainConfig, out: str | Path | None = None, resume: bo
     """Load the data, build the network and path, and return a `Trainer` recorded in `out` (if given)."""
     from flowdiff.runs.train import run_hooks
 
+    if config.method == "discrete":
+        from flowdiff.runs.discrete import build_discrete_trainer
+
+        return build_discrete_trainer(config, out, resume, force, hooks)
+
     dataset = load_training_data(config)
     model = build_network(config, dataset)
     return Trainer(model, GaussianPath(config.schedule), dataset.x, labels=dataset.y, config=config,

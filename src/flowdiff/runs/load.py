@@ -87,6 +87,8 @@ def build_from_config(config: dict) -> tuple[nn.Module, GaussianPath]:
 def load(run_dir: str | Path, device: str | torch.device | None = None, weights: str = "ema") -> Run:
     """Load a trained run: its network (EMA weights, eval mode, predicting the velocity), path and config.
 
+    A discrete run (method "discrete") comes back as a `flowdiff.runs.discrete.TokenRun`.
+
     `weights="model"` takes the raw (non-averaged) weights instead of the EMA ones.
     """
     from flowdiff.learning.predictions import as_velocity
@@ -99,12 +101,18 @@ def load(run_dir: str | Path, device: str | torch.device | None = None, weights:
                                 "missing)")
     if weights not in ("ema", "model"):
         raise InvalidInputError(f"weights must be 'ema' or 'model', got {weights!r}")
-    network, path = build_from_config(config)
+    discrete = isinstance(config.get("path"), dict) and config["path"].get("name") == "mixture"
+    network, path = build_from_config(config) if not discrete else (_token_network(config), None)
     file = checkpoint / EMA_WEIGHTS
     if weights == "model" or not file.is_file():
         file = checkpoint / MODEL_WEIGHTS
     load_weights(network, file)
     network = network.to(pick_device(device if device is not None else "cpu")).eval().requires_grad_(False)
+    if discrete:  # a token run: its network predicts the data-token posterior on the mixture path
+        from flowdiff.runs.discrete import build_token_run
+
+        check_finite(network, file)
+        return build_token_run(config, network, run_dir, int(checkpoint.name.removeprefix("step_")))
     model = as_velocity(network, path, config.get("prediction", "velocity"))
     if isinstance(model, nn.Module):
         model.eval()
@@ -112,3 +120,12 @@ def load(run_dir: str | Path, device: str | torch.device | None = None, weights:
     step = int(checkpoint.name.removeprefix("step_"))
     return Run(model=model, path=path, config=config, data_info=DataInfo.from_dict(config["data"]),
                directory=run_dir, step=int(step), network=network)
+
+
+def _token_network(config: dict) -> nn.Module:
+    from flowdiff.learning.models import build_model
+
+    try:
+        return build_model(dict(config["model"]))
+    except (TypeError, KeyError, ValueError) as error:
+        raise InvalidInputError(f"the configuration cannot be rebuilt: {error}") from None

@@ -15,6 +15,7 @@ from flowdiff.errors import InvalidInputError
 from flowdiff.learning.models.dit import DiT
 from flowdiff.learning.models.embeddings import LabelEmbedding, TimeEmbedding
 from flowdiff.learning.models.mlp import MLP
+from flowdiff.learning.models.tokens import TokenDiT, TokenMLP
 from flowdiff.learning.models.unet import UNet
 from flowdiff.registry import build
 
@@ -22,6 +23,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "unet": UNet,
     "dit": DiT,
+    "token_mlp": TokenMLP,
+    "token_dit": TokenDiT,
 }
 """Model classes by name (the "name" entry of a model's config)."""
 
@@ -47,5 +50,5 @@ def default_image_model(data_shape: tuple[int, int, int], num_classes: int | Non
                 attention_resolutions=(lowest,) if lowest <= 8 else (), num_classes=num_classes)
 
 
-__all__ = ["MLP", "UNet", "DiT", "MODELS", "build_model", "default_image_model",
+__all__ = ["MLP", "UNet", "DiT", "TokenMLP", "TokenDiT", "MODELS", "build_model", "default_image_model",
            "TimeEmbedding", "LabelEmbedding"]

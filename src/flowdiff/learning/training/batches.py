@@ -58,7 +58,7 @@ class InMemoryData:
         x = as_tensor(data, "data")
         if x.ndim < 2 or x.shape[0] < 1:
             raise InvalidInputError(f"data must have shape (N, *shape) with N >= 1, got {tuple(x.shape)}")
-        if not torch.is_floating_point(x):
+        if not torch.is_floating_point(x) and not getattr(model, "discrete", False):  # tokens stay integers
             x = x.float()
         if not bool(torch.isfinite(x).all()):
             raise InvalidInputError("data contains NaN or inf values; clean or drop those rows first")

@@ -24,11 +24,11 @@ OT_SCOPES = ("global", "local")
 """Where distributed training solves a batch coupling (minibatch OT): on the global batch or per rank."""
 
 NOT_RESULT_FIELDS = ("checkpoint_every", "log_every", "device")
+"""Settings that do not change the trained weights: a resumed run may change them."""
 
 MAX_STEPS = 10**9
 """The most optimisation steps a run may ask for: months of training at any speed this code reaches, so a
 larger number is a typo (a run that would never end), refused before anything starts."""
-"""Settings that do not change the trained weights: a resumed run may change them."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class TrainConfig:
     image_size: int | None = None
     # the objective
     method: str = "flow"
+    source: str = "mask"
+    discrete_loss: str = "cross_entropy"
     loss: str = "flow_matching"
     coupling: str = "independent"
     time_law: str = "uniform"
@@ -126,6 +128,18 @@ class TrainConfig:
         lookup(SCHEDULES, self.schedule, "schedule")
         if self.model != "default":
             lookup(MODELS, self.model, "model")
+        if self.method == "discrete":  # the mixture path: its source, kappa schedule (`schedule`) and loss
+            from flowdiff.learning.discrete.loss import DISCRETE_LOSSES
+            from flowdiff.paths.discrete import KAPPAS, SOURCES
+
+            lookup({s: s for s in SOURCES}, self.source, "token source")
+            lookup(KAPPAS, self.schedule, "kappa schedule of the discrete path")
+            lookup(DISCRETE_LOSSES, self.discrete_loss, "discrete loss")
+            gaussian = {"coupling": "independent", "time_law": "uniform", "loss": "flow_matching"}
+            changed = [f"{k}={getattr(self, k)!r}" for k, v in gaussian.items() if getattr(self, k) != v]
+            if changed:
+                raise InvalidInputError(f"{', '.join(changed)} apply to Gaussian paths, not to the discrete method "
+                                        "(its loss is chosen by discrete_loss)")
 
     def to_dict(self) -> dict:
         """A JSON-ready dictionary of every field."""

@@ -26,6 +26,7 @@ from flowdiff.learning.training.ema import EMA
 from flowdiff.learning.training.hooks import Hook
 from flowdiff.learning.training.memory import check_step_fits
 from flowdiff.learning.training.state import TrainState, learning_rate
+from flowdiff.paths.discrete import MixturePath
 from flowdiff.paths.gaussian_path import GaussianPath
 
 
@@ -72,8 +73,8 @@ class Trainer:
                    if k in settings and not isinstance(settings[k], str | dict)}
         self.config = (config or TrainConfig()).updated(**settings)
         self.path = path if path is not None else GaussianPath(self.config.schedule)
-        if not isinstance(self.path, GaussianPath):
-            raise IncompatibleError(f"path must be a GaussianPath, got {type(self.path).__name__}")
+        if not isinstance(self.path, GaussianPath | MixturePath):
+            raise IncompatibleError(f"path must be a GaussianPath or MixturePath, got {type(self.path).__name__}")
         self.device = distributed.training_device(pick_device(self.config.device))
         self.shard = distributed.shard_of_this_rank(gather_couplings=self.config.ot_scope == "global")
         self.local_batch = _local_batch(self.config.batch_size, self.shard.world_size)

@@ -1,0 +1,64 @@
+"""The discrete path as a user runs it: train on tokens, sample tokens (and text), eval (ELBO, distance to a
+known law), and one-line refusals of bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def markov_run(tmp_path_factory):
+    """A discrete run on the markov_tokens toy law, trained briefly through the CLI."""
+    from flowdiff.cli.app import main
+
+    out = tmp_path_factory.mktemp("runs") / "markov"
+    main(["train", "--data", "markov_tokens", "--method", "discrete", "--out", str(out), "--steps", "150",
+          "--batch", "128", "--n-data", "3000", "--hidden", "64,64", "--lr", "0.003", "--quiet"])
+    return out
+
+
+def test_train_sample_and_eval_a_token_run(cli, markov_run):
+    config = json.loads((markov_run / "config.json").read_text())
+    assert config["path"] == {"name": "mixture", "vocab_size": 4, "source": "mask", "kappa": {"name": "linear"}}
+    assert config["data"]["kind"] == "tokens" and config["model"]["name"] == "token_mlp"
+    done = cli("sample", markov_run, "--n", "200", "--steps", "8", "--force")
+    assert done.returncode == 0 and "NFE 8" in done.stdout
+    tokens = np.load(markov_run / "samples.npz")["tokens"]
+    assert tokens.shape == (200, 3) and tokens.dtype == np.int64 and tokens.min() >= 0 and tokens.max() < 4
+    done = cli("sample", markov_run, "--n", "50", "--ctmc", "first_hitting", "--out", markov_run / "fh.npz")
+    assert done.returncode == 0 and "NFE 3" in done.stdout
+    done = cli("eval", markov_run, "--nfe", "2,8", "--n", "300", "--force")
+    assert done.returncode == 0 and "bits per token" in done.stdout
+    result = json.loads((markov_run / "eval.json").read_text())
+    assert [row["nfe"] for row in result["rows"]] == [2, 8, 3]
+    assert all(0 <= row["total_variation"] <= 1 for row in result["rows"])
+    # the ELBO bounds log p: on average below -H(p) (up to its standard error)
+    assert result["elbo_nats"] < -result["entropy_nats"] + 4 * result["elbo_standard_error"]
+
+
+def test_a_text_run_writes_decoded_text(cli, tmp_path):
+    (tmp_path / "corpus.txt").write_text("abcab cabca bcabc\n" * 8)
+    out = tmp_path / "text"
+    done = cli("train", "--data", tmp_path / "corpus.txt", "--method", "discrete", "--out", out, "--steps", "5",
+               "--batch", "8", "--model", "token_dit", "--quiet")
+    assert done.returncode == 0, done.stderr
+    done = cli("sample", out, "--n", "3", "--steps", "2")
+    assert done.returncode == 0, done.stderr
+    lines = (out / "samples.txt").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 3 and all(len(line) == 32 and set(line) <= set("abc \u2424") for line in lines)
+
+
+@pytest.mark.parametrize("make, args, message", [
+    (lambda d: np.save(d / "f.npy", np.random.rand(20, 3)), ["--data", "f.npy"], "must be integers"),
+    (lambda d: None, ["--data", "markov_tokens", "--source", "gaussian"], "--source"),
+    (lambda d: None, ["--data", "markov_tokens", "--schedule", "vp"], "unknown kappa schedule"),
+    (lambda d: None, ["--data", "markov_tokens", "--model", "unet"], "token data uses token_mlp"),
+    (lambda d: None, ["--data", "markov_tokens", "--coupling", "ot"], "apply to Gaussian paths"),
+])
+def test_bad_input_is_one_line_and_writes_no_run(cli, tmp_path, monkeypatch, make, args, message):
+    monkeypatch.chdir(tmp_path)
+    make(tmp_path)
+    done = cli("train", "--method", "discrete", "--out", "run", "--steps", "2", "--quiet", *args)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and message in done.stderr
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "run").exists()
