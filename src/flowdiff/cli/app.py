@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "flowdiff.cli.demo_cmd",
     "flowdiff.cli.eval_cmd",
     "flowdiff.cli.report_cmd",
+    "flowdiff.cli.autoencoder_cmd",
 ]
 """Modules that each define `register(app)` adding their subcommands."""
 
