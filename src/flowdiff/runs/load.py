@@ -27,6 +27,16 @@ class Run:
     directory: Path
     step: int
     network: nn.Module = field(repr=False, default=None)
+    decoder: nn.Module | None = field(repr=False, default=None)  # a latent run: codes -> images
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        """The shape of one state X_t of the flow: the data's, or a latent run's code shape."""
+        return tuple(getattr(self.network, "data_shape", None) or self.data_info.shape)
+
+    def to_data(self, x: torch.Tensor) -> torch.Tensor:
+        """Samples of the flow in the units of the data: unstandardised, or decoded to images for a latent run."""
+        return self.decoder.unstandardize(x) if self.decoder is not None else self.data_info.unstandardize(x)
 
     @property
     def num_classes(self) -> int | None:
@@ -46,7 +56,7 @@ class Run:
             raise InvalidInputError("Run.sample returns samples; for trajectories call "
                                     "flowdiff.sample(run.model, ...)")
         out = sample(self.model, self.path, n=n, **kwargs)
-        return self.data_info.unstandardize(out) if unstandardize else out
+        return self.to_data(out) if unstandardize else out
 
 
 def check_finite(network: nn.Module, file: Path) -> None:
@@ -74,12 +84,18 @@ def build_from_config(config: dict) -> tuple[nn.Module, GaussianPath]:
 def load(run_dir: str | Path, device: str | torch.device | None = None, weights: str = "ema") -> Run:
     """Load a trained run: its network (EMA weights, eval mode, predicting the velocity), path and config.
 
+    A latent run also gets its autoencoder's decoder (checked against the recorded checksum), so that
+    `Run.sample` returns images.
+
     `weights="model"` takes the raw (non-averaged) weights instead of the EMA ones.
     """
     from flowdiff.learning.predictions import as_velocity
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)
+    if config["model"].get("name") == "autoencoder":
+        raise InvalidInputError(f"{run_dir} is an autoencoder run, not a flow; train a flow on its codes "
+                                "(the latent setting) and load that run")
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
         raise InvalidInputError(f"{run_dir} has no checkpoint yet ({CHECKPOINTS_DIR}/{LATEST_FILE} is "
@@ -97,5 +113,10 @@ def load(run_dir: str | Path, device: str | torch.device | None = None, weights:
         model.eval()
     check_finite(network, file)
     step = int(checkpoint.name.removeprefix("step_"))
+    decoder = None
+    if config.get("latent") is not None:
+        from flowdiff.runs.latent import latent_decoder
+
+        decoder = latent_decoder(config["latent"], run_dir, device=model_device(network))
     return Run(model=model, path=path, config=config, data_info=DataInfo.from_dict(config["data"]),
-               directory=run_dir, step=int(step), network=network)
+               directory=run_dir, step=int(step), network=network, decoder=decoder)
