@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "flowdiff.cli.report_cmd",
     "flowdiff.cli.reflow_cmd",
     "flowdiff.cli.distill_cmd",
+    "flowdiff.cli.autoencoder_cmd",
 ]
 """Modules that each define `register(app)` adding their subcommands."""
 

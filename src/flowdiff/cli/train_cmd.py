@@ -109,6 +109,8 @@ def train_command(
     n_data: int = typer.Option(None, "--n-data", min=1, help="Number of data points (toy sets: drawn (default: "
                                "50000); files: a subset)."),
     image_size: int = typer.Option(None, "--image-size", min=1, help="Resize images to this size."),
+    latent: Path = typer.Option(None, "--latent", help="An autoencoder run (flowdiff autoencoder): train the flow "
+                                "on the codes of the images; samples are decoded back to images."),
     ema_decay: float = typer.Option(None, "--ema-decay", min=0.0, max=1.0,
                                     help=f"Decay of the EMA weights (default: {D.ema_decay})."),
     warmup: int = typer.Option(None, "--warmup", min=0, help=f"Linear warm-up steps (default: {D.warmup})."),
@@ -132,7 +134,8 @@ def train_command(
                  label_dropout=label_dropout, precision=precision,
                  labels=labels, label_column=label_column, standardize=standardize, n_data=n_data,
                  image_size=image_size, ema_decay=ema_decay, warmup=warmup, lr_schedule=lr_schedule,
-                 checkpoint_every=checkpoint_every, source=source, discrete_loss=discrete_loss)
+                 checkpoint_every=checkpoint_every, source=source, discrete_loss=discrete_loss,
+                 latent=None if latent is None else str(latent.resolve()))
     if resume and force:
         raise InvalidInputError("--resume continues a run and --force replaces it; give one of them")
     given = {**(read_toml(config) if config is not None else {}), **{k: v for k, v in given.items() if v is not None}}

@@ -42,6 +42,9 @@ def build_network(config: TrainConfig, dataset: Dataset) -> nn.Module:
     from flowdiff.learning.models import MLP, build_model, default_image_model
 
     images = dataset.kind == "images"
+    if config.model == "autoencoder":
+        raise InvalidInputError("the autoencoder is not a vector field; train a flow with the mlp, unet or dit model "
+                                "(an autoencoder run serves as the latent space of one)")
     if images and config.model == "mlp":
         raise InvalidInputError("the mlp model takes vectors; for images use the unet or dit model")
     if not images and config.model not in ("default", "mlp"):
@@ -69,7 +72,10 @@ def build_trainer(config: TrainConfig, out: str | Path | None = None, resume: bo
         from flowdiff.runs.discrete import build_discrete_trainer
 
         return build_discrete_trainer(config, out, resume, force, hooks)
+    if config.latent is not None:  # a flow on the codes of an autoencoder run
+        from flowdiff.runs.latent import latent_trainer
 
+        return latent_trainer(config, out, resume, force, hooks)
     dataset = load_training_data(config)
     model = build_network(config, dataset)
     return Trainer(model, GaussianPath(config.schedule), dataset.x, labels=dataset.y, config=config,
@@ -81,6 +87,8 @@ def check_data_unchanged(config: dict, directory: str | Path) -> None:
     from flowdiff.learning.training.batches import fingerprint
 
     stored, training = config.get("resolved", {}).get("data_checksum"), config.get("training", {})
+    if isinstance(config.get("latent"), dict):  # a latent run: its images' checksum (the other is of the codes)
+        stored = config["latent"].get("images_checksum")
     if stored is None or not isinstance(training, dict) or training.get("data") is None:
         return  # not recorded (a run of the Python API): nothing to compare with
     dataset = load_training_data(TrainConfig.from_dict(training, source=f"{directory}/config.json"))

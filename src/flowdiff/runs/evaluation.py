@@ -147,7 +147,6 @@ def evaluate_run(run_dir: str | Path, solvers: Sequence[str] = ("euler", "heun",
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(run_dir) / "classifier"
     scorer = scorer_for(run, reference, metrics, cache_dir, seed)
     result = evaluate(run.model, run.path, reference, scorer, settings, sigma=sigma, grid=_learned_grids(run, seed),
-                      seed=seed,
-                      scale=run.data_info, nll=nll and run.data_info.kind != "images", nll_solver=nll_solver,
-                      nll_steps=nll_steps, callback=callback)
+                      seed=seed, scale=run.decoder or run.data_info, nll=nll and run.data_info.kind != "images",
+                      nll_solver=nll_solver, nll_steps=nll_steps, callback=callback)
     return {"run": str(run_dir), "step": run.step, **result, "notes": notes(run, nll)}

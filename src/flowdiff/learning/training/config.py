@@ -45,6 +45,7 @@ class TrainConfig:
     standardize: bool | None = None
     n_data: int | None = None
     image_size: int | None = None
+    latent: str | None = None  # an autoencoder run whose codes the flow is trained on (images only)
     # the objective
     method: str = "flow"
     source: str = "mask"
@@ -82,6 +83,8 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 _integer(name, getattr(self, name), 1)
         _positive("lr", self.lr)
+        if self.latent is not None and not (isinstance(self.latent, str) and self.latent):
+            raise InvalidInputError(f"latent must be the directory of an autoencoder run, got {self.latent!r}")
         if not (isinstance(self.weight_decay, int | float) and math.isfinite(self.weight_decay)
                 and self.weight_decay >= 0):
             raise InvalidInputError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
