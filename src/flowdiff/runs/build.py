@@ -8,15 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
+from flowdiff.data.info import DataInfo
 from flowdiff.data.registry import Dataset, load_dataset
 from flowdiff.errors import InvalidInputError
 from flowdiff.learning.training.config import TrainConfig
 from flowdiff.learning.training.hooks import Hook
 from flowdiff.learning.training.trainer import Trainer
+
+if TYPE_CHECKING:
+    from flowdiff.data.streaming import StreamingData
 from flowdiff.paths.gaussian_path import GaussianPath
 
 
@@ -35,11 +41,40 @@ def load_training_data(config: TrainConfig) -> Dataset:
     return dataset if use_labels else dataset.without_labels()
 
 
-def build_network(config: TrainConfig, dataset: Dataset) -> nn.Module:
+def load_stream(config: TrainConfig) -> tuple[StreamingData, DataInfo]:
+    """The config's data as a stream (an image folder, or a .npy of uint8 images (N, C, H, W)) and its description."""
+    from flowdiff.data.streaming import ImageFiles, NpyRows, StreamingData
+
+    spec = Path(str(config.data)).expanduser()
+    if config.n_data is not None:
+        raise InvalidInputError("n_data takes a subset of data held in memory; a stream reads all of its data")
+    if spec.is_dir():
+        size = None if config.image_size is None else (config.image_size, config.image_size)
+        dataset = ImageFiles(spec, size=size)
+    elif spec.suffix.lower() == ".npy" and spec.is_file():
+        dataset = NpyRows(spec)
+        if dataset.array.dtype != np.uint8 or dataset.array.ndim != 4 or config.image_size is not None:
+            raise InvalidInputError(f"{spec}: a streamed .npy must hold uint8 images (N, C, H, W) at their size, got "
+                                    f"{dataset.array.dtype} {dataset.array.shape}; vectors train in memory")
+    else:
+        raise InvalidInputError(f"{spec}: only a folder of images or a .npy file of images can be streamed")
+    if config.labels and dataset.labels is None:
+        raise InvalidInputError(f"labels were asked for, but {spec} has no labels (class sub-folders)")
+    if config.labels is False:
+        dataset.labels = dataset.class_names = None
+    stream = StreamingData(dataset, config.batch_size, seed=config.seed, workers=config.workers, flip=config.flip)
+    names = dataset.class_names
+    info = DataInfo(kind="images", shape=stream.shape, num_classes=None if names is None else len(names),
+                    class_names=names, source="images", name=str(spec), size=len(dataset))
+    return stream, info
+
+
+def build_network(config: TrainConfig, dataset: Dataset | DataInfo) -> nn.Module:
     """The network the config names for this data (seeded by config.seed): an MLP, a U-Net or a DiT."""
     from flowdiff.learning.models import MLP, build_model, default_image_model
 
-    images = dataset.kind == "images"
+    info = dataset if isinstance(dataset, DataInfo) else dataset.info
+    images = info.kind == "images"
     if images and config.model == "mlp":
         raise InvalidInputError("the mlp model takes vectors; for images use the unet or dit model")
     if not images and config.model not in ("default", "mlp"):
@@ -47,12 +82,12 @@ def build_network(config: TrainConfig, dataset: Dataset) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         if not images:
-            return MLP(dataset.info.shape[0], hidden=config.hidden, num_classes=dataset.num_classes)
+            return MLP(info.shape[0], hidden=config.hidden, num_classes=info.num_classes)
         if config.model == "default":
-            return default_image_model(dataset.info.shape, dataset.num_classes)
-        channels, height, width = dataset.info.shape
+            return default_image_model(info.shape, info.num_classes)
+        channels, height, width = info.shape
         return build_model({"name": config.model, "channels": channels, "image_size": [height, width],
-                            "num_classes": dataset.num_classes})
+                            "num_classes": info.num_classes})
 
 
 def build_trainer(config: TrainConfig, out: str | Path | None = None, resume: bool = False, force: bool = False,
@@ -60,10 +95,15 @@ def build_trainer(config: TrainConfig, out: str | Path | None = None, resume: bo
     """Load the data, build the network and path, and return a `Trainer` recorded in `out` (if given)."""
     from flowdiff.runs.train import run_hooks
 
-    dataset = load_training_data(config)
-    model = build_network(config, dataset)
-    return Trainer(model, GaussianPath(config.schedule), dataset.x, labels=dataset.y, config=config,
-                   hooks=[*run_hooks(out, dataset.info, resume, force), *hooks])
+    if config.stream:
+        data, info = load_stream(config)
+        labels = None
+    else:
+        dataset = load_training_data(config)
+        data, labels, info = dataset.x, dataset.y, dataset.info
+    model = build_network(config, info)
+    return Trainer(model, GaussianPath(config.schedule), data, labels=labels, config=config,
+                   hooks=[*run_hooks(out, info, resume, force), *hooks])
 
 
 def check_data_unchanged(config: dict, directory: str | Path) -> None:
@@ -73,6 +113,12 @@ def check_data_unchanged(config: dict, directory: str | Path) -> None:
     stored, training = config.get("resolved", {}).get("data_checksum"), config.get("training", {})
     if stored is None or not isinstance(training, dict) or training.get("data") is None:
         return  # not recorded (a run of the Python API): nothing to compare with
+    if training.get("stream"):
+        if load_stream(TrainConfig.from_dict(training, source=f"{directory}/config.json"))[0].checksum() != stored:
+            raise InvalidInputError(f"the data {training['data']} changed since {directory} was trained on it (its "
+                                    "files' names, sizes or times differ); evaluate against the data the run was "
+                                    "trained on, or train again")
+        return
     dataset = load_training_data(TrainConfig.from_dict(training, source=f"{directory}/config.json"))
     labels = None if dataset.y is None else dataset.y.long()
     if fingerprint(dataset.x.float(), labels) != stored:

@@ -23,7 +23,7 @@ scaler); the weights, the EMA and the optimizer state stay float32."""
 OT_SCOPES = ("global", "local")
 """Where distributed training solves a batch coupling (minibatch OT): on the global batch or per rank."""
 
-NOT_RESULT_FIELDS = ("checkpoint_every", "log_every", "device")
+NOT_RESULT_FIELDS = ("checkpoint_every", "log_every", "device", "workers")
 """Settings that do not change the trained weights: a resumed run may change them."""
 
 
@@ -41,6 +41,9 @@ class TrainConfig:
     standardize: bool | None = None
     n_data: int | None = None
     image_size: int | None = None
+    stream: bool = False
+    workers: int = 0
+    flip: bool = False
     # the objective
     loss: str = "flow_matching"
     coupling: str = "independent"
@@ -68,6 +71,10 @@ class TrainConfig:
         for name, low in (("steps", 1), ("batch_size", 1), ("warmup", 0), ("checkpoint_every", 1),
                           ("log_every", 1), ("seed", 0)):
             _integer(name, getattr(self, name), low)
+        _integer("workers", self.workers, 0)
+        if self.flip and not self.stream:
+            raise InvalidInputError("flip (random horizontal flips) is done by the streaming pipeline; set stream = "
+                                    "true with it")
         for name in ("n_data", "image_size"):
             if getattr(self, name) is not None:
                 _integer(name, getattr(self, name), 1)
