@@ -23,7 +23,7 @@ scaler); the weights, the EMA and the optimizer state stay float32."""
 OT_SCOPES = ("global", "local")
 """Where distributed training solves a batch coupling (minibatch OT): on the global batch or per rank."""
 
-NOT_RESULT_FIELDS = ("checkpoint_every", "log_every", "device", "workers")
+NOT_RESULT_FIELDS = ("checkpoint_every", "log_every", "device")
 """Settings that do not change the trained weights: a resumed run may change them."""
 
 
