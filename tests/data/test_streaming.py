@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -103,3 +105,20 @@ def test_a_streamed_run_resumed_mid_epoch_is_bitwise_the_uninterrupted_one(folde
     for name, want in straight.model.state_dict().items():
         assert torch.equal(result.model.state_dict()[name], want), name
     assert [r["loss"] for r in result.history] == [r["loss"] for r in straight.history]
+
+
+def test_flowdiff_train_streams_an_image_folder(tmp_path, cli):
+    rng = np.random.default_rng(2)
+    for name in ("a", "b"):
+        (tmp_path / "small" / name).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(tmp_path / "small" / name / f"{i}.png")
+    run = tmp_path / "run"
+    done = cli("train", "--data", tmp_path / "small", "--stream", "--flip", "--steps", "3", "--batch", "4",
+               "--out", run, "--quiet", "--no-report")
+    assert done.returncode == 0, done.stderr
+    config = json.loads((run / "config.json").read_text())
+    assert config["training"]["stream"] and config["training"]["flip"] and config["data"]["num_classes"] == 2
+    assert config["data"]["shape"] == [1, 8, 8] and config["data"]["size"] == 8
+    done = cli("train", "--data", tmp_path / "small", "--flip", "--steps", "3", "--out", tmp_path / "other")
+    assert done.returncode == 2 and "set stream = true" in done.stderr

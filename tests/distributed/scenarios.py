@@ -15,12 +15,13 @@ import socket
 import torch
 
 import flowdiff as fd
-from flowdiff.errors import IncompatibleError
-from flowdiff.learning.losses import couple
+from flowdiff.errors import FlowdiffError, IncompatibleError
+from flowdiff.learning.losses import couple, flow_matching_loss
 from flowdiff.learning.models import MLP
 from flowdiff.learning.training import distributed
 from flowdiff.learning.training.trainer import Trainer
 from flowdiff.paths.couplings import MinibatchOT
+from flowdiff.runs.load import load
 from flowdiff.runs.lock import RunLockedError
 from flowdiff.runs.train import run_hooks
 
@@ -85,6 +86,7 @@ def run_scenarios(folder, other_run=None) -> dict:
     if other_run is not None:
         results["other_resumed"] = weights(trainer(out=other_run, resume=True).fit().model)
     results["locked"] = locked_run(folder / "locked")
+    results["nan"] = nan_on_last_rank(folder)
     try:
         trainer(batch_size=GLOBAL_BATCH + 1)
         results["odd_batch"] = None
@@ -121,6 +123,25 @@ def locked_run(out) -> str | None:
     except RunLockedError as error:
         return str(error)
     return None
+
+
+def nan_on_last_rank(folder) -> dict:
+    """A run whose loss turns NaN at its 6th step on the last rank only: the error each rank raises, and the
+    step of the checkpoint left behind."""
+    calls = []
+
+    def loss(model, path, x1, **batch):
+        calls.append(1)
+        value = flow_matching_loss(model, path, x1, **batch)
+        bad = len(calls) == 6 and distributed.rank() == distributed.world_size() - 1
+        return value * float("nan") if bad else value
+
+    run = folder / "nan"
+    try:
+        trainer(out=run, loss=loss, coupling="independent").fit()
+        return {"error": None}
+    except FlowdiffError as error:
+        return {"error": str(error), "checkpoint": load(run).step}
 
 
 def _worker(rank: int, world: int, folder, scenario, args) -> None:

@@ -96,3 +96,10 @@ def test_a_locked_run_directory_stops_every_rank_with_rank_0s_message(results):
     assert "is being written by process" in one["locked"]
     assert ranks[0]["locked"] == ranks[1]["locked"]  # raised on rank 0, broadcast to rank 1
     assert "is being written by process" in ranks[1]["locked"]
+
+
+def test_a_nan_loss_on_one_rank_stops_every_rank_and_keeps_the_last_checkpoint(results):
+    one, ranks, _ = results
+    for rank in [one, *ranks]:  # the loss is all-reduced: the NaN of rank 1 is every rank's, at the same log step
+        assert rank["nan"]["error"].startswith("the loss became nan by step 8")
+        assert rank["nan"]["checkpoint"] == 4  # the checkpoint before the bad step loads

@@ -111,6 +111,11 @@ def train_command(
     image_size: int = typer.Option(None, "--image-size", min=1, help="Resize images to this size."),
     latent: Path = typer.Option(None, "--latent", help="An autoencoder run (flowdiff autoencoder): train the flow "
                                 "on the codes of the images; samples are decoded back to images."),
+    stream: bool = typer.Option(None, "--stream/--no-stream", help="Read an image folder (or a .npy of uint8 "
+                                "images) batch by batch instead of loading it whole (default: no)."),
+    workers: int = typer.Option(None, "--workers", min=0, help="Worker processes decoding a --stream (default: 0)."),
+    flip: bool = typer.Option(None, "--flip/--no-flip", help="Random horizontal flips of streamed images (needs "
+                              "--stream) (default: no)."),
     ema_decay: float = typer.Option(None, "--ema-decay", min=0.0, max=1.0,
                                     help=f"Decay of the EMA weights (default: {D.ema_decay})."),
     warmup: int = typer.Option(None, "--warmup", min=0, help=f"Linear warm-up steps (default: {D.warmup})."),
@@ -133,9 +138,9 @@ def train_command(
                  coupling=coupling, ot_scope=ot_scope, time_law=time_law, method=method, loss=loss, seed=seed,
                  label_dropout=label_dropout, precision=precision,
                  labels=labels, label_column=label_column, standardize=standardize, n_data=n_data,
-                 image_size=image_size, ema_decay=ema_decay, warmup=warmup, lr_schedule=lr_schedule,
-                 checkpoint_every=checkpoint_every, source=source, discrete_loss=discrete_loss,
-                 latent=None if latent is None else str(latent.resolve()))
+                 image_size=image_size, stream=stream, workers=workers, flip=flip, ema_decay=ema_decay,
+                 warmup=warmup, lr_schedule=lr_schedule, checkpoint_every=checkpoint_every, source=source,
+                 discrete_loss=discrete_loss, latent=None if latent is None else str(latent.resolve()))
     if resume and force:
         raise InvalidInputError("--resume continues a run and --force replaces it; give one of them")
     given = {**(read_toml(config) if config is not None else {}), **{k: v for k, v in given.items() if v is not None}}
@@ -192,7 +197,7 @@ def _run(settings: TrainConfig, out: Path, resume: bool, force: bool, threads: i
     if report and settings.method == "flow":  # the quick report draws ODE samples
         from flowdiff.plots.run_report import write_run_report
 
-        images = len(trainer.data.x.shape) > 2
+        images = len(trainer.data.shape) > 1
         print(f"report: {write_run_report(out, n=4 if images else 500, steps=8, device=trainer.device)}")
 
 

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
+from flowdiff.data.info import DataInfo
 from flowdiff.data.registry import Dataset, load_dataset
 from flowdiff.errors import InvalidInputError
 from flowdiff.learning.training.config import TrainConfig
 from flowdiff.learning.training.hooks import Hook
 from flowdiff.learning.training.trainer import Trainer
+
+if TYPE_CHECKING:
+    from flowdiff.data.streaming import StreamingData
 from flowdiff.paths.gaussian_path import GaussianPath
 
 
@@ -35,13 +41,42 @@ def load_training_data(config: TrainConfig) -> Dataset:
     return dataset if use_labels else dataset.without_labels()
 
 
-def build_network(config: TrainConfig, dataset: Dataset) -> nn.Module:
+def load_stream(config: TrainConfig) -> tuple[StreamingData, DataInfo]:
+    """The config's data as a stream (an image folder, or a .npy of uint8 images (N, C, H, W)) and its description."""
+    from flowdiff.data.streaming import ImageFiles, NpyRows, StreamingData
+
+    spec = Path(str(config.data)).expanduser()
+    if config.n_data is not None:
+        raise InvalidInputError("n_data takes a subset of data held in memory; a stream reads all of its data")
+    if spec.is_dir():
+        size = None if config.image_size is None else (config.image_size, config.image_size)
+        dataset = ImageFiles(spec, size=size)
+    elif spec.suffix.lower() == ".npy" and spec.is_file():
+        dataset = NpyRows(spec)
+        if dataset.array.dtype != np.uint8 or dataset.array.ndim != 4 or config.image_size is not None:
+            raise InvalidInputError(f"{spec}: a streamed .npy must hold uint8 images (N, C, H, W) at their size, got "
+                                    f"{dataset.array.dtype} {dataset.array.shape}; vectors train in memory")
+    else:
+        raise InvalidInputError(f"{spec}: only a folder of images or a .npy file of images can be streamed")
+    if config.labels and dataset.labels is None:
+        raise InvalidInputError(f"labels were asked for, but {spec} has no labels (class sub-folders)")
+    if config.labels is False:
+        dataset.labels = dataset.class_names = None
+    stream = StreamingData(dataset, config.batch_size, seed=config.seed, workers=config.workers, flip=config.flip)
+    names = dataset.class_names
+    info = DataInfo(kind="images", shape=stream.shape, num_classes=None if names is None else len(names),
+                    class_names=names, source="images", name=str(spec), size=len(dataset))
+    return stream, info
+
+
+def build_network(config: TrainConfig, dataset: Dataset | DataInfo) -> nn.Module:
     """The network the config names for this data (seeded by config.seed): an MLP, a U-Net or a DiT;
     a flow map u(x, r, t) (flow_map=True) when the loss trains one (meanflow, shortcut)."""
     from flowdiff.learning.losses import LOSSES
     from flowdiff.learning.models import MLP, build_model, default_image_model
 
-    images = dataset.kind == "images"
+    info = dataset if isinstance(dataset, DataInfo) else dataset.info
+    images = info.kind == "images"
     if config.model == "autoencoder":
         raise InvalidInputError("the autoencoder is not a vector field; train a flow with the mlp, unet or dit model "
                                 "(an autoencoder run serves as the latent space of one)")
@@ -53,14 +88,13 @@ def build_network(config: TrainConfig, dataset: Dataset) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         if not images:
-            return MLP(dataset.info.shape[0], hidden=config.hidden, num_classes=dataset.num_classes,
-                       flow_map=flow_map)
+            return MLP(info.shape[0], hidden=config.hidden, num_classes=info.num_classes, flow_map=flow_map)
         if config.model == "default":
-            network = default_image_model(dataset.info.shape, dataset.num_classes)
+            network = default_image_model(info.shape, info.num_classes)
             return build_model({**network.config(), "flow_map": True}) if flow_map else network
-        channels, height, width = dataset.info.shape
+        channels, height, width = info.shape
         return build_model({"name": config.model, "channels": channels, "image_size": [height, width],
-                            "num_classes": dataset.num_classes, **({"flow_map": True} if flow_map else {})})
+                            "num_classes": info.num_classes, **({"flow_map": True} if flow_map else {})})
 
 
 def build_trainer(config: TrainConfig, out: str | Path | None = None, resume: bool = False, force: bool = False,
@@ -76,10 +110,15 @@ def build_trainer(config: TrainConfig, out: str | Path | None = None, resume: bo
         from flowdiff.runs.latent import latent_trainer
 
         return latent_trainer(config, out, resume, force, hooks)
-    dataset = load_training_data(config)
-    model = build_network(config, dataset)
-    return Trainer(model, GaussianPath(config.schedule), dataset.x, labels=dataset.y, config=config,
-                   hooks=[*run_hooks(out, dataset.info, resume, force), *hooks])
+    if config.stream:
+        data, info = load_stream(config)
+        labels = None
+    else:
+        dataset = load_training_data(config)
+        data, labels, info = dataset.x, dataset.y, dataset.info
+    model = build_network(config, info)
+    return Trainer(model, GaussianPath(config.schedule), data, labels=labels, config=config,
+                   hooks=[*run_hooks(out, info, resume, force), *hooks])
 
 
 def check_data_unchanged(config: dict, directory: str | Path) -> None:
@@ -91,6 +130,12 @@ def check_data_unchanged(config: dict, directory: str | Path) -> None:
         stored = config["latent"].get("images_checksum")
     if stored is None or not isinstance(training, dict) or training.get("data") is None:
         return  # not recorded (a run of the Python API): nothing to compare with
+    if training.get("stream"):
+        if load_stream(TrainConfig.from_dict(training, source=f"{directory}/config.json"))[0].checksum() != stored:
+            raise InvalidInputError(f"the data {training['data']} changed since {directory} was trained on it (its "
+                                    "files' names, sizes or times differ); evaluate against the data the run was "
+                                    "trained on, or train again")
+        return
     dataset = load_training_data(TrainConfig.from_dict(training, source=f"{directory}/config.json"))
     labels = None if dataset.y is None else dataset.y.long()
     if fingerprint(dataset.x.float(), labels) != stored:

@@ -46,6 +46,9 @@ class TrainConfig:
     n_data: int | None = None
     image_size: int | None = None
     latent: str | None = None  # an autoencoder run whose codes the flow is trained on (images only)
+    stream: bool = False
+    workers: int = 0
+    flip: bool = False
     # the objective
     method: str = "flow"
     source: str = "mask"
@@ -79,6 +82,10 @@ class TrainConfig:
         if self.steps > MAX_STEPS:
             raise InvalidInputError(f"steps={self.steps} would never finish; at most {MAX_STEPS:.0e} steps are "
                                     "accepted")
+        _integer("workers", self.workers, 0)
+        if self.flip and not self.stream:
+            raise InvalidInputError("flip (random horizontal flips) is done by the streaming pipeline; set stream = "
+                                    "true with it")
         for name in ("n_data", "image_size"):
             if getattr(self, name) is not None:
                 _integer(name, getattr(self, name), 1)
