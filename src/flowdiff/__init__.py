@@ -50,6 +50,8 @@ _PUBLIC = {
     "Hook": "flowdiff.learning.training.hooks",
     "FlowMatching": "flowdiff.learning.losses",
     "ScoreMatching": "flowdiff.learning.losses",
+    "MeanFlow": "flowdiff.learning.flowmaps",
+    "Shortcut": "flowdiff.learning.flowmaps",
     "EMA": "flowdiff.learning.training.ema",
     "conditional_accuracy": "flowdiff.learning.classifier",
     "feature_frechet_distance": "flowdiff.learning.classifier",

@@ -13,10 +13,10 @@ from flowdiff.cli.app import main
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     return subprocess.run([sys.executable, "-m", "flowdiff", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+                          timeout=120, cwd=cwd)
 
 
 def call(argv: list[str]) -> int:
@@ -28,14 +28,15 @@ def call(argv: list[str]) -> int:
     return 0
 
 
-def test_subprocess_writes_a_png(tmp_path):
-    out = tmp_path / "figures"
+def test_subprocess_writes_a_png_under_runs_by_default(tmp_path):
     done = run_cli("simulate", "ou", "--theta", "0.25", "--sigma", "1.0", "--paths", "4", "--steps", "50",
-                   "--out", str(out))
+                   cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    out = tmp_path / "runs" / "simulate"
     png = out / "ou.png"
     assert png.stat().st_size > 1000 and png.read_bytes()[:8] == PNG_MAGIC
-    assert str(png) in done.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]  # nothing else in the current directory
+    assert "runs/simulate/ou.png" in done.stdout
     assert "Traceback" not in done.stderr
     assert [p.name for p in out.iterdir()] == ["ou.png"]  # no temporary files left behind
 

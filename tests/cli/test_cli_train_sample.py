@@ -55,6 +55,24 @@ def test_train_writes_a_complete_run_directory(moons_run):
     assert len((moons_run / "metrics.jsonl").read_text().splitlines()) >= 1
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--n", "1000000000000"], "drawing 1000000000000 samples in 100 steps needs about"),
+    (["--n", "10", "--steps", "100000000000000"], "drawing 10 samples in 100000000000000 steps needs about"),
+])
+def test_a_draw_that_cannot_fit_is_refused_up_front_with_the_estimate(moons_run, tmp_path, cli, args, message):
+    result = cli("sample", moons_run, *args, "--out", tmp_path / "s.npz")
+    assert_one_line_error(result, message, "draw fewer samples or take fewer steps")
+    assert not (tmp_path / "s.npz").exists()
+
+
+def test_report_and_eval_refuse_a_draw_that_cannot_fit_and_change_nothing(moons_run, cli):
+    before = snapshot(moons_run)
+    for command in (["report", moons_run, "--n", "1000000000"], ["eval", moons_run, "--n", "1000000000000"],
+                    ["eval", moons_run, "--nfe", "100000000000"]):  # the other commands that draw samples
+        assert_one_line_error(cli(*command), "samples in", "needs about", "draw fewer samples")
+    assert snapshot(moons_run) == before
+
+
 def test_sample_writes_npz_and_png_and_refuses_to_overwrite(moons_run, tmp_path, cli):
     out = tmp_path / "s.npz"
     result = flowdiff("sample", moons_run, "--n", 64, "--steps", 4, "--solver", "heun", "--out", out)

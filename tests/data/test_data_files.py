@@ -137,3 +137,15 @@ def test_data_info_round_trip_and_label_lookup():
     assert info.label_index("dog") == 1 and info.label_index(0) == 0
     with pytest.raises(InvalidInputError, match=r"unknown label 'eel'.*\['cat', 'dog'\]"):
         info.label_index("eel")
+
+
+@pytest.mark.parametrize("spec, options, message", [
+    ("digits", {"standardize": True}, "apply to vector files, not image sets"),
+    ("digits", {"label_column": "y"}, "apply to vector files, not image sets"),
+    ("moons", {"image_size": 8}, "an image size applies to image sets, and 'moons' is not one"),
+    ("moons", {"standardize": True}, "standardize applies to data files"),
+    ("moons", {"label_column": "y"}, "a label column applies to data files; the toy set 'moons' brings its own"),
+])
+def test_options_that_do_not_apply_to_the_data_are_refused_not_ignored(spec, options, message):
+    with pytest.raises(InvalidInputError, match=message):
+        load_dataset(spec, n=16, **options)

@@ -225,7 +225,8 @@ def test_loss_objects_carry_their_hyperparameters_and_prediction():
     assert isinstance(get_loss("flow_matching"), FlowMatching) and get_loss("flow_matching").prediction == "velocity"
     assert get_loss("score_matching").prediction == "score" and isinstance(get_loss("score_matching"), ScoreMatching)
     assert {name: LOSSES[name]().prediction for name in LOSSES} == {"flow_matching": "velocity",
-                                                                     "score_matching": "score"}
+                                                                     "score_matching": "score",
+                                                                     "meanflow": "velocity", "shortcut": "velocity"}
     with pytest.raises(InvalidInputError, match="unknown time law"):
         FlowMatching(time_law="late")
     with pytest.raises(InvalidInputError, match="weighting"):

@@ -136,7 +136,7 @@ def test_time_law_reaches_the_loss_and_the_config(tmp_path):
 
 
 def test_a_batch_that_cannot_fit_in_memory_is_refused_up_front_with_the_estimate():
-    from flowdiff.learning.training.memory import activation_floats, step_bytes
+    from flowdiff.learning.training.memory import activation_floats, sampling_bytes, step_bytes
 
     class Small(torch.nn.Module):
         data_shape = (2,)
@@ -152,6 +152,12 @@ def test_a_batch_that_cannot_fit_in_memory_is_refused_up_front_with_the_estimate
     assert activation_floats(Small(), x, {}) == 3 * (16 + 16 + 2)  # the three leaf layers' outputs
     # per example: activations and their gradients, and six data-shaped tensors, at 4 bytes a number
     assert step_bytes(Small(), x, 1000, {}) == 4 * 1000 * (2 * 34 + 6 * 2)
+    # sampling keeps no gradients: the largest leaf output, twice (in and out), per network call
+    assert activation_floats(Small(), x, {}, largest=True) == 3 * 16
+    assert sampling_bytes(Small(), x, 1000, {}, steps=9) == 4 * (1000 * (9 * 2 + 2 * 16) + 10)
+    assert sampling_bytes(Small(), x, 1000, {}, steps=9, saved_states=10, batched_calls=2) == \
+        4 * (1000 * (18 * 2 + 4 * 16) + 10)
+    assert activation_floats(lambda x, t: x, x, {}) == 0  # a plain function: only the sampler's states count
     with pytest.raises(InvalidInputError, match=r"batches of 10000000000 needs about .* GiB .* use a smaller batch"):
         Trainer(MLP(2, hidden=(16,), time_dim=4), fd.GaussianPath(), _target(64), batch_size=10**10, device="cpu")
 

@@ -28,6 +28,9 @@ COMMAND_MODULES = [
     "flowdiff.cli.demo_cmd",
     "flowdiff.cli.eval_cmd",
     "flowdiff.cli.report_cmd",
+    "flowdiff.cli.reflow_cmd",
+    "flowdiff.cli.distill_cmd",
+    "flowdiff.cli.autoencoder_cmd",
 ]
 """Modules that each define `register(app)` adding their subcommands."""
 
@@ -46,6 +49,14 @@ def _usage_error(error: Exception) -> bool:
     return hasattr(error, "format_message") and getattr(error, "exit_code", None) == 2
 
 
+def _out_of_memory(error: RuntimeError) -> bool:
+    """True for PyTorch's allocation failures on the CPU or a GPU."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(error, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    return "can't allocate memory" in str(error) or "out of memory" in str(error)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the command line: usage and library errors become one line `error: ...` and exit status 2."""
     if argv is None:
@@ -58,6 +69,12 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(error))
     except OSError as error:  # a path that cannot be read or written: say which and why
         fail(f"{error.filename}: {error.strerror}" if error.filename else str(error))
+    except MemoryError:
+        fail("out of memory; use a smaller --n, --batch or image size")
+    except RuntimeError as error:  # the allocator's own failure, past the up-front estimates
+        if not _out_of_memory(error):
+            raise
+        fail(f"out of memory ({str(error).splitlines()[0][:160]}); use a smaller --n, --batch or image size")
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None

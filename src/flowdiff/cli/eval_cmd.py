@@ -12,10 +12,10 @@ from pathlib import Path
 import typer
 
 from flowdiff.cli.options import choice, choice_list, names, number_list
+from flowdiff.cli.sample_cmd import SAMPLE_GRIDS, SAMPLE_SOLVERS
 from flowdiff.dynamics.equations import ODE
-from flowdiff.dynamics.solvers import SOLVERS, solver_names
+from flowdiff.dynamics.solvers import solver_names
 from flowdiff.learning.metrics import METRICS
-from flowdiff.learning.sampling import GRIDS
 
 ODE_SOLVERS = solver_names(ODE)
 """The solvers that can integrate the likelihood's ODE."""
@@ -23,8 +23,9 @@ ODE_SOLVERS = solver_names(ODE)
 
 def eval_command(
     run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directory written by flowdiff train."),
-    solvers: str = typer.Option("euler,heun,dopri5", "--solvers", parser=choice_list(SOLVERS, "solver", "solvers"),
-                                help=f"Comma-separated solvers to compare: {names(SOLVERS)}."),
+    solvers: str = typer.Option("euler,heun,dopri5", "--solvers",
+                                parser=choice_list(SAMPLE_SOLVERS, "solver", "solvers"),
+                                help=f"Comma-separated solvers to compare: {names(SAMPLE_SOLVERS)}."),
     nfe: str = typer.Option("1,2,4,8,16,32,100", "--nfe", parser=number_list(int, 1, "NFE budgets"),
                             help="Function-evaluation budgets per sample (a solver with s stages takes NFE // s "
                             "steps)."),
@@ -39,8 +40,10 @@ def eval_command(
                                 parser=choice_list(METRICS, "metric", "metrics"),
                                 help=f"Vector metrics: {names(METRICS)}."),
     sigma: float = typer.Option(0.0, "--sigma", min=0.0, help="Noise level of the SDE sampler; 0 samples the ODE."),
-    grid: str = typer.Option("uniform", "--grid", parser=choice(GRIDS, "grid"),
-                             help=f"Time grid of fixed-step solvers: {names(GRIDS)}."),
+    grid: str = typer.Option("uniform", "--grid", parser=choice_list(SAMPLE_GRIDS, "grid", "grids"),
+                             help=f"Comma-separated time grids of fixed-step and multistep solvers: "
+                             f"{names(SAMPLE_GRIDS)} (learned: fitted once per solver and step count, stored in "
+                             "RUN/grids.json)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the noise and of the reference data."),
     out: Path = typer.Option(None, "--out", help="Directory for eval.json and eval.png (default: the run "
                              "directory)."),
@@ -93,7 +96,9 @@ def print_result(result: dict) -> None:
         table.add_column(column, justify="left" if column == "solver" else "right", no_wrap=True)
     for row in result["rows"]:
         adaptive = row["tol"] is not None
-        table.add_row(f"{row['solver']} tol={row['tol']:g}" if adaptive else row["solver"],
+        grid = row.get("grid", "uniform")
+        name = row["solver"] if grid == "uniform" else f"{row['solver']} ({grid})"
+        table.add_row(f"{row['solver']} tol={row['tol']:g}" if adaptive else name,
                       "adaptive" if adaptive else str(row["steps"]), str(row["nfe"]),
                       *(f"{row['metrics'][k]:.4g}" for k in baseline), f"{row['seconds']:.1f}")
     table.add_row("data vs data", "", "", *(f"{baseline[k]:.4g}" for k in baseline), "", style="dim")

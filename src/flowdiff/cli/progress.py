@@ -23,6 +23,8 @@ def progress_bar(*fields: str, transient: bool = True, disable: bool = False):
 class TrainingProgress(Hook):
     """A progress bar of the training steps with the last logged loss and speed."""
 
+    main_only = True  # one bar, from rank 0, under torchrun
+
     def __init__(self) -> None:
         self.bar = self.task = None
 

@@ -31,7 +31,8 @@ def simulate_command(
                                help=f"Solver: {names(SOLVERS)} (default euler_maruyama; rk4 for flow)."),
     modes: int = typer.Option(5, "--modes", min=1, max=64, help="langevin: number of modes of the target mixture."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the random generator."),
-    out: Path = typer.Option(Path("figures"), "--out", help="Directory for <process>.png (and .gif)."),
+    out: Path = typer.Option(Path("runs/simulate"), "--out", help="Directory for <process>.png (and .gif); "
+                          "flowdiff's outputs live under runs/ unless told otherwise."),
     animate: bool = typer.Option(False, "--animate", help="Also write an animated GIF."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing figures of this process in --out."),
 ) -> None:

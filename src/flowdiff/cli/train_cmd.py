@@ -13,9 +13,9 @@ import typer
 from flowdiff.cli.options import choice, names
 from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.learning.discrete.loss import DISCRETE_LOSSES
-from flowdiff.learning.losses import LOSSES, TIME_LAWS
+from flowdiff.learning.losses import LOSSES, METHODS, TIME_LAWS
 from flowdiff.learning.models import MODELS
-from flowdiff.learning.training.config import LR_SCHEDULES, METHODS, TrainConfig
+from flowdiff.learning.training.config import LR_SCHEDULES, OT_SCOPES, PRECISIONS, TrainConfig
 from flowdiff.paths.couplings import COUPLINGS
 from flowdiff.paths.discrete import SOURCES
 from flowdiff.paths.schedules import SCHEDULES
@@ -73,9 +73,16 @@ def train_command(
                                  help=f"Noise schedule: {names(SCHEDULES)} (default: {D.schedule})."),
     coupling: str = typer.Option(None, "--coupling", parser=choice(COUPLINGS, "coupling"),
                                  help=f"Pairing of noise and data: {names(COUPLINGS)} (default: {D.coupling})."),
+    ot_scope: str = typer.Option(None, "--ot-scope", parser=choice(OT_SCOPES, "OT scope"),
+                                 help="Under torchrun, solve minibatch OT on the global batch (global) or on each "
+                                 f"process's share (local) (default: {D.ot_scope})."),
+    precision: str = typer.Option(None, "--precision", parser=choice(PRECISIONS, "precision"),
+                                  help="fp32, or autocast to bf16 / fp16 (with a gradient scaler); weights, EMA and "
+                                  f"optimizer state stay fp32 (default: {D.precision})."),
     method: str = typer.Option(None, "--method", parser=choice(METHODS, "method"),
-                               help="flow (vectors, images) or discrete (tokens: an integer .npy, an .npz with "
-                               "labels, a .txt read as characters, markov_tokens, checkerboard_tokens) "
+                               help=f"Training method: {names(METHODS)}; meanflow and shortcut train a flow map "
+                               "u(x, r, t) that samples in 1-2 steps; discrete trains on tokens (an integer .npy, an "
+                               ".npz with labels, a .txt read as characters, markov_tokens, checkerboard_tokens) "
                                f"(default: {D.method})."),
     source: str = typer.Option(None, "--source", parser=choice(SOURCES, "token source"),
                                help=f"Discrete source: mask or uniform (default: {D.source})."),
@@ -102,6 +109,8 @@ def train_command(
     n_data: int = typer.Option(None, "--n-data", min=1, help="Number of data points (toy sets: drawn (default: "
                                "50000); files: a subset)."),
     image_size: int = typer.Option(None, "--image-size", min=1, help="Resize images to this size."),
+    latent: Path = typer.Option(None, "--latent", help="An autoencoder run (flowdiff autoencoder): train the flow "
+                                "on the codes of the images; samples are decoded back to images."),
     ema_decay: float = typer.Option(None, "--ema-decay", min=0.0, max=1.0,
                                     help=f"Decay of the EMA weights (default: {D.ema_decay})."),
     warmup: int = typer.Option(None, "--warmup", min=0, help=f"Linear warm-up steps (default: {D.warmup})."),
@@ -121,10 +130,12 @@ def train_command(
     from flowdiff.learning.training.config import read_toml
 
     given = dict(data=data, steps=steps, batch_size=batch, lr=lr, hidden=hidden, model=model, schedule=schedule,
-                 coupling=coupling, time_law=time_law, loss=loss, seed=seed, label_dropout=label_dropout,
+                 coupling=coupling, ot_scope=ot_scope, time_law=time_law, method=method, loss=loss, seed=seed,
+                 label_dropout=label_dropout, precision=precision,
                  labels=labels, label_column=label_column, standardize=standardize, n_data=n_data,
                  image_size=image_size, ema_decay=ema_decay, warmup=warmup, lr_schedule=lr_schedule,
-                 checkpoint_every=checkpoint_every, method=method, source=source, discrete_loss=discrete_loss)
+                 checkpoint_every=checkpoint_every, source=source, discrete_loss=discrete_loss,
+                 latent=None if latent is None else str(latent.resolve()))
     if resume and force:
         raise InvalidInputError("--resume continues a run and --force replaces it; give one of them")
     given = {**(read_toml(config) if config is not None else {}), **{k: v for k, v in given.items() if v is not None}}
@@ -136,14 +147,27 @@ def train_command(
 
 def run(settings: TrainConfig, out: Path, resume: bool, force: bool, threads: int | None, quiet: bool,
         tensorboard: bool, report: bool) -> None:
-    """Build the run, fit it with the terminal's hooks, print where it went and write the quick report."""
+    """Build the run, fit it with the terminal's hooks, print where it went and write the quick report.
+
+    Under torchrun every process runs this (DDP on the global batch); rank 0 alone prints and writes.
+    """
+    from flowdiff.learning.training.distributed import process_group
+
+    with process_group(settings.device):
+        _run(settings, out, resume, force, threads, quiet, tensorboard, report)
+
+
+def _run(settings: TrainConfig, out: Path, resume: bool, force: bool, threads: int | None, quiet: bool,
+         tensorboard: bool, report: bool) -> None:
     from flowdiff.cli.progress import TrainingProgress
     from flowdiff.learning.devices import configure_threads
+    from flowdiff.learning.training.distributed import is_main
     from flowdiff.runs.build import build_trainer
     from flowdiff.runs.directory import RunExistsError
     from flowdiff.runs.sinks import TensorBoard
 
-    hooks = ([] if quiet else [TrainingProgress()]) + ([TensorBoard(out / "tensorboard")] if tensorboard else [])
+    hooks = ([] if quiet else [TrainingProgress()]) + ([TensorBoard(out / "tensorboard")]
+                                                       if tensorboard and is_main() else [])
     configure_threads(threads, settings.device, "images" if _images(settings) else "vectors")
     try:
         trainer = build_trainer(settings, out, resume=resume, force=force, hooks=hooks)
@@ -151,13 +175,16 @@ def run(settings: TrainConfig, out: Path, resume: bool, force: bool, threads: in
         raise InvalidInputError(f"{error} (--resume, --force, or another --out)") from None
     if resume and trainer.step >= trainer.steps:
         trainer.close()
-        print(f"{out} is already trained ({trainer.step} steps); nothing to do")
+        if is_main():
+            print(f"{out} is already trained ({trainer.step} steps); nothing to do")
         return
     start = trainer.step
     result = trainer.fit()
     if result.stopped:
         print(f"stopped at step {trainer.step}; checkpoint saved. Continue with: flowdiff train --out {out} --resume")
         raise SystemExit(130)
+    if not is_main():
+        return
     last = result.history[-1] if result.history else {}
     loss_text = f", final loss {last['loss']:.4f}" if "loss" in last else ""
     print(f"trained {result.step - start} steps on {trainer.device}{loss_text}; run directory: {out}")

@@ -120,9 +120,13 @@ def load_dataset(
     from flowdiff.data.toy2d import TOY_DATASETS
 
     text = str(spec)
+    if image_size is not None and not is_image_spec(text):
+        raise InvalidInputError(f"an image size applies to image sets, and {text!r} is not one")
     if text in TOY_DATASETS:
         if standardize:
             raise InvalidInputError("standardize applies to data files; the toy sets are already scaled")
+        if label_column is not None:
+            raise InvalidInputError(f"a label column applies to data files; the toy set {text!r} brings its own labels")
         return _toy(text, n, generator)
     path = Path(text).expanduser()
     suffix = path.suffix.lower()

@@ -80,3 +80,9 @@ def rho(
     t[0], t[-1] = t0, t1
     return t.to(device=device, dtype=dtype)
 
+
+
+GRIDS = {"uniform": uniform, "shifted": shifted, "rho": rho}
+"""Time grids by name, each called as grid(t0, t1, steps, dtype=...): "rho" is the EDM/Karras grid, "shifted"
+the SD3-style time shift. A grid learned for a trained run (`flowdiff.learning.sampling.learned_grid`) is
+a tensor of times, not a name."""

@@ -49,7 +49,7 @@ class BrownianMotion(SDE):
 
     def variance(self, t) -> torch.Tensor:
         """Var[X_t | X_0] = sigma^2 t (per coordinate)."""
-        return self.sigma**2 * _time(t)
+        return self.sigma * self.sigma * _time(t)
 
     def __repr__(self) -> str:
         return f"BrownianMotion(sigma={self.sigma})"
@@ -79,13 +79,13 @@ class OrnsteinUhlenbeck(SDE):
         """Var[X_t | X_0] = sigma^2 (1 - exp(-2 theta t)) / (2 theta); sigma^2 t if theta=0."""
         t = _time(t)
         if self.theta == 0.0:
-            return self.sigma**2 * t
-        return self.sigma**2 * -torch.expm1(-2.0 * self.theta * t) / (2.0 * self.theta)
+            return self.sigma * self.sigma * t
+        return self.sigma * self.sigma * -torch.expm1(-2.0 * self.theta * t) / (2.0 * self.theta)
 
     @property
     def stationary_variance(self) -> float:
         """sigma^2 / (2 theta): variance of the stationary law N(0, sigma^2 / (2 theta)); inf if theta=0."""
-        return math.inf if self.theta == 0.0 else self.sigma**2 / (2.0 * self.theta)
+        return math.inf if self.theta == 0.0 else self.sigma * self.sigma / (2.0 * self.theta)
 
     def __repr__(self) -> str:
         return f"OrnsteinUhlenbeck(theta={self.theta}, sigma={self.sigma})"
@@ -108,7 +108,7 @@ class Langevin(SDE):
         super().__init__(self._drift, self.sigma)
 
     def _drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return (0.5 * self.sigma**2) * self.density.score(x)
+        return (0.5 * self.sigma * self.sigma) * self.density.score(x)
 
     def __repr__(self) -> str:
         return f"Langevin(density={self.density!r}, sigma={self.sigma})"

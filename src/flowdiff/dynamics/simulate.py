@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -14,11 +14,15 @@ from flowdiff.errors import IncompatibleError, InvalidInputError
 
 @dataclass
 class Trajectory:
-    """Simulated states X_t at `times`; `states` has shape (len(times), batch, *shape)."""
+    """Simulated states X_t at `times`; `states` has shape (len(times), batch, *shape).
+
+    `nfe` counts drift calls; `steps` holds an adaptive solver's {"accepted", "rejected"} step counts.
+    """
 
     times: torch.Tensor
     states: torch.Tensor
     nfe: int
+    steps: dict = field(default_factory=dict)
 
     @property
     def final(self) -> torch.Tensor:
@@ -85,7 +89,7 @@ def simulate(
         )
     save_all = save == "all"
     try:
-        states, nfe = solver.integrate(equation, x0, ts, save_all, generator, noise, callback)
+        states, nfe, *counts = solver.integrate(equation, x0, ts, save_all, generator, noise, callback)
     except RuntimeError as error:
         if "must match the size" not in str(error):
             raise
@@ -94,4 +98,4 @@ def simulate(
             f"{tuple(x0.shape)} ({error})"
         ) from None
     times = ts if save_all else ts[-1:]
-    return Trajectory(times=times, states=torch.stack(states), nfe=nfe)
+    return Trajectory(times=times, states=torch.stack(states), nfe=nfe, steps=counts[0] if counts else {})

@@ -1,5 +1,5 @@
 """Solvers: fixed-step Runge–Kutta methods driven by their coefficients, an adaptive Dopri5
-(torchdiffeq), and the Euler–Maruyama and stochastic Heun methods for SDEs.
+(`flowdiff.dynamics.adaptive`), and the Euler–Maruyama and stochastic Heun methods for SDEs.
 
 A solver knows nothing of models: it sees an equation (drift, diffusion), a state and times.
 Every fixed-step solver shares one loop, `FixedStepSolver.integrate`; a method only says how
@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
+from flowdiff.dynamics.adaptive import NORMS, dormand_prince
 from flowdiff.dynamics.equations import ODE, SDE
 from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.registry import build
@@ -43,8 +44,9 @@ class Solver:
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
         callback: Callable[[dict], None] | None = None,
-    ) -> tuple[list[torch.Tensor], int]:
-        """Integrate from x0 along ts; return the saved states and the number of drift calls.
+    ) -> tuple[list[torch.Tensor], int] | tuple[list[torch.Tensor], int, dict]:
+        """Integrate from x0 along ts; return the saved states and the number of drift calls (an adaptive
+        solver adds a dict of step counts, {"accepted", "rejected"}).
 
         `callback`, if given, is called after each step with {"step", "t", "x", "nfe"} (the step's
         index from 1, the time reached, the state there, the drift calls so far).
@@ -161,33 +163,32 @@ def rk4() -> RungeKutta:
 
 
 class Dopri5(Solver):
-    """Adaptive Dormand–Prince 5(4) through torchdiffeq.odeint: order 5, error-controlled."""
+    """Adaptive Dormand–Prince 5(4) with a PI step-size controller (`flowdiff.dynamics.adaptive`): order 5.
+
+    The local error is kept below atol + rtol |x| in the RMS norm over the whole batch
+    (norm="batch") or for every sample (norm="sample"); at most `max_steps` steps are tried.
+    `integrate` also returns the accepted and rejected step counts.
+    """
 
     name = "dopri5"
     order = 5
 
-    def __init__(self, rtol: float = 1e-5, atol: float = 1e-5) -> None:
+    def __init__(self, rtol: float = 1e-5, atol: float = 1e-5, norm: str = "batch", max_steps: int = 100_000) -> None:
         if not (rtol > 0 and atol > 0):
             raise InvalidInputError(f"rtol and atol must be > 0, got {rtol}, {atol}")
-        self.rtol, self.atol = rtol, atol
+        if norm not in NORMS:
+            raise InvalidInputError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+            raise InvalidInputError(f"max_steps must be a positive integer, got {max_steps!r}")
+        self.rtol, self.atol, self.norm, self.max_steps = rtol, atol, norm, max_steps
 
     def integrate(self, equation, x0, ts, save_all, generator=None, noise=None, callback=None):
-        from torchdiffeq import odeint
-
-        calls = [0]
-
-        def func(t, x):
-            calls[0] += 1
-            return equation.drift(x, t)
-
-        grid = ts if save_all else ts[[0, -1]]
-        states = odeint(func, x0, grid, rtol=self.rtol, atol=self.atol, method="dopri5")
-        if callback is not None:  # the adaptive steps happen inside odeint: report the end
-            callback({"step": len(grid) - 1, "t": grid[-1], "x": states[-1], "nfe": calls[0]})
-        return list(states.unbind(0)) if save_all else [states[-1]], calls[0]
+        result = dormand_prince(equation.drift, x0, ts, save_all, self.rtol, self.atol, self.norm, self.max_steps,
+                                callback=callback)
+        return result.states, result.nfe, {"accepted": result.accepted, "rejected": result.rejected}
 
     def __repr__(self) -> str:
-        return f"Dopri5(rtol={self.rtol}, atol={self.atol})"
+        return f"Dopri5(rtol={self.rtol}, atol={self.atol}, norm={self.norm!r})"
 
 
 class SDESolver(FixedStepSolver):

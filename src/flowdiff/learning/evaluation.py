@@ -25,6 +25,7 @@ import torch
 from flowdiff.dynamics.equations import ODE, SDE
 from flowdiff.dynamics.solvers import Dopri5, FixedStepSolver, get_solver, solver_names
 from flowdiff.errors import IncompatibleError, InvalidInputError
+from flowdiff.learning.sampling.multistep import find_multistep
 
 
 @dataclass
@@ -35,11 +36,14 @@ class Setting:
     steps: int
     target_nfe: int | None = None
     tol: float | None = None
+    grid: str = "uniform"
 
     @property
     def label(self) -> str:
-        """A short description for progress messages: "heun, 4 steps" or "dopri5, tol 0.001"."""
-        return f"{self.solver}, tol {self.tol:g}" if self.tol is not None else f"{self.solver}, {self.steps} steps"
+        """A short description for progress messages: "heun, 4 steps", "unipc (rho), 8 steps" or "dopri5, tol 0.001"."""
+        if self.tol is not None:
+            return f"{self.solver}, tol {self.tol:g}"
+        return f"{self.solver}{'' if self.grid == 'uniform' else f' ({self.grid})'}, {self.steps} steps"
 
 
 @dataclass
@@ -64,6 +68,7 @@ class Row:
     tol: float | None
     seconds: float
     metrics: dict = field(default_factory=dict)
+    grid: str = "uniform"
 
 
 def check_solvers(solvers: Sequence[str], sigma: float) -> None:
@@ -73,36 +78,54 @@ def check_solvers(solvers: Sequence[str], sigma: float) -> None:
         raise InvalidInputError(f"sigma must be a number >= 0, got {sigma}")
     want = SDE if sigma > 0 else ODE
     for name in solvers:
-        if get_solver(name).equation_type is not want:
+        if (ODE if find_multistep(name) is not None else get_solver(name).equation_type) is not want:
             kind = "an SDE (sigma > 0)" if want is SDE else "the ODE (sigma = 0)"
             raise IncompatibleError(f"solver {name!r} cannot sample {kind}; choose from: "
                                     f"{', '.join(solver_names(want))}")
 
 
-def settings_for(solvers: Sequence[str], nfes: Sequence[int], tols: Sequence[float], sigma: float) -> list[Setting]:
-    """The (solver, steps) pairs that meet each NFE budget; adaptive solvers get one per tolerance."""
+def settings_for(solvers: Sequence[str], nfes: Sequence[int], tols: Sequence[float], sigma: float,
+                 grids: Sequence[str] = ("uniform",), flow_map: bool = False) -> list[Setting]:
+    """The (solver, grid, steps) settings that meet each NFE budget; adaptive solvers get one per tolerance.
+
+    Multistep solvers take one evaluation a step; a "learned" grid is learned through fixed-step solvers only.
+    A flow map (`flow_map`, sigma = 0) also gets its jumps, one per NFE ("flow_map", k steps = k evaluations).
+    """
     if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in nfes):
         raise InvalidInputError(f"NFE budgets must be integers >= 1 (function evaluations per sample), got {nfes}")
     if any(not (t > 0 and math.isfinite(t)) for t in tols):
         raise InvalidInputError(f"tolerances must be positive numbers, got {list(tols)}")
     check_solvers(solvers, sigma)
-    out: list[Setting] = []
-    for name in solvers:
-        solver = get_solver(name)
-        if not isinstance(solver, FixedStepSolver):
-            out.extend(Setting(name, 1, None, tol) for tol in tols)
-            continue
-        seen = set()
-        for nfe in nfes:
-            # the SDE sampler ends with one Euler step: NFE = stages * (steps - 1) + 1
-            steps = nfe // solver.stages if sigma == 0 else (nfe - 1) // solver.stages + 1
-            if steps >= (2 if sigma > 0 else 1) and steps not in seen:
-                seen.add(steps)
-                out.append(Setting(name, steps, nfe))
+    from flowdiff.learning.sampling.few_step import FLOW_MAP
+
+    out: list[Setting] = [Setting(FLOW_MAP, k, k) for k in dict.fromkeys(nfes)] if flow_map and sigma == 0 else []
+    for grid in grids:
+        for name in solvers:
+            out.extend(_settings_of(name, grid, nfes, tols, sigma, first_grid=grid == grids[0]))
     if not out:
         raise InvalidInputError(f"no NFE budget in {list(nfes)} is reachable by {', '.join(solvers)}"
                                 + (" (the SDE sampler needs at least two steps)" if sigma > 0 else "")
                                 + "; give larger budgets")
+    return out
+
+
+def _settings_of(name: str, grid: str, nfes: Sequence[int], tols: Sequence[float], sigma: float,
+                 first_grid: bool) -> list[Setting]:
+    """The settings of one solver on one grid (an adaptive solver's only once, on no grid)."""
+    multistep = find_multistep(name)
+    solver = multistep if multistep is not None else get_solver(name)
+    if multistep is None and not isinstance(solver, FixedStepSolver):
+        return [Setting(name, 1, None, tol) for tol in tols] if first_grid else []
+    if grid == "learned" and multistep is not None:
+        return []
+    stages = 1 if multistep is not None else solver.stages
+    out, seen = [], set()
+    for nfe in nfes:
+        # the SDE sampler ends with one Euler step: NFE = stages * (steps - 1) + 1
+        steps = nfe // stages if sigma == 0 else (nfe - 1) // stages + 1
+        if steps >= (2 if sigma > 0 else 1) and steps not in seen:
+            seen.add(steps)
+            out.append(Setting(name, steps, nfe, grid=grid))
     return out
 
 
@@ -147,8 +170,13 @@ class ImageMetrics:
 
 
 def sample_setting(model, path, setting: Setting, n: int, y: torch.Tensor | None = None, sigma: float = 0.0,
-                   grid: str = "uniform", seed: int = 0, scale=None) -> tuple[torch.Tensor, int]:
-    """Samples of one setting (mapped back by `scale.unstandardize`, on the CPU) and the NFE the sampler counted."""
+                   grid: str | Callable[[Setting], torch.Tensor] | None = None, seed: int = 0,
+                   scale=None) -> tuple[torch.Tensor, int]:
+    """Samples of one setting (mapped back by `scale.unstandardize`, on the CPU) and the NFE the sampler counted.
+
+    The grid is the setting's, unless `grid` names another or is a function of the setting returning the times
+    (a run's learned grid).
+    """
     from flowdiff.learning.sampling import sample
 
     spent = [0]
@@ -157,8 +185,9 @@ def sample_setting(model, path, setting: Setting, n: int, y: torch.Tensor | None
         spent[0] = int(info["nfe"])
 
     solver = Dopri5(rtol=setting.tol, atol=setting.tol) if setting.tol is not None else setting.solver
+    times = grid(setting) if callable(grid) else (grid or setting.grid)
     x = sample(model, path, n=n if y is None else None, steps=setting.steps, solver=solver, sigma=sigma, y=y,
-               generator=torch.Generator().manual_seed(seed), grid=grid if setting.tol is None else "uniform",
+               generator=torch.Generator().manual_seed(seed), grid=times if setting.tol is None else "uniform",
                callback=count)
     if scale is not None:
         x = scale.unstandardize(x)
@@ -185,12 +214,13 @@ def negative_log_likelihood(model, path, reference: Reference, solver: str = "rk
 
 
 def evaluate(model, path, reference: Reference, scorer: VectorMetrics | ImageMetrics, settings: Sequence[Setting],
-             sigma: float = 0.0, grid: str = "uniform", seed: int = 0, scale=None, nll: bool = True,
+             sigma: float = 0.0, grid: str | Callable | None = None, seed: int = 0, scale=None, nll: bool = True,
              nll_solver: str = "rk4", nll_steps: int = 100,
              callback: Callable[[dict], None] | None = None) -> dict:
     """Score every setting's samples against the reference (and the reference's NLL); a JSON-ready result.
 
-    `scale` maps the network's samples to the units of the data (a run's DataInfo). `callback`
+    Each setting samples on its own grid, unless `grid` (a name, or a function of the setting giving the
+    times) overrides it. `scale` maps the network's samples to the units of the data (a run's DataInfo). `callback`
     receives {"task", "done", "total"} before each piece of work and once at the end.
     """
     tasks = ["baseline", *(s.label for s in settings)] + (["log-likelihood of the reference data"] if nll else [])
@@ -204,12 +234,14 @@ def evaluate(model, path, reference: Reference, scorer: VectorMetrics | ImageMet
         started = time.perf_counter()
         x, nfe = sample_setting(model, path, setting, count, reference.y, sigma, grid, seed, scale)
         values = scorer(x.reshape(reference.x.shape), reference.y)
-        rows.append(Row(setting.solver, setting.steps, nfe, setting.tol, time.perf_counter() - started, values))
+        rows.append(Row(setting.solver, setting.steps, nfe, setting.tol, time.perf_counter() - started, values,
+                        setting.grid))
     likelihood = None
     if nll:
         report({"task": tasks[-1], "done": len(tasks) - 1, "total": len(tasks)})
         likelihood = negative_log_likelihood(model, path, reference, nll_solver, nll_steps, seed, scale)
     report({"task": "done", "done": len(tasks), "total": len(tasks)})
-    return {"n": count, "seed": seed, "sigma": sigma, "grid": grid, "reference": reference.description,
+    grids = list(dict.fromkeys(s.grid for s in settings if s.tol is None)) or ["uniform"]
+    return {"n": count, "seed": seed, "sigma": sigma, "grid": ",".join(grids), "reference": reference.description,
             "held_out": reference.held_out, "primary_metric": scorer.primary, "baseline": baseline,
             "rows": [asdict(row) for row in rows], "nll": likelihood}

@@ -12,13 +12,29 @@ from collections.abc import Callable
 import torch
 
 from flowdiff.errors import IncompatibleError, InvalidInputError
-from flowdiff.paths.couplings import Coupling, get_coupling
+from flowdiff.learning.flowmaps import MeanFlow, Shortcut
+from flowdiff.learning.training.distributed import Shard, all_gather, current_shard, sharded
+from flowdiff.paths.couplings import Coupled, Coupling, get_coupling
 from flowdiff.paths.gaussian_path import GaussianPath, PathSample
 from flowdiff.registry import lookup
 
 
 def draw(kind: str, shape, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
-    """torch.rand/randn ("uniform"/"normal") drawn on the generator's device, then moved to `device`."""
+    """torch.rand/randn ("uniform"/"normal") drawn on the generator's device, then moved to `device`.
+
+    Under a `Shard` (distributed training) the first dimension is this rank's share of the global
+    batch: the whole global batch's draw is made and this rank's rows are kept, so every example
+    gets the same number whatever the number of ranks.
+    """
+    shape = tuple(shape)
+    shard = current_shard()
+    if shard is not None and shape:
+        full = _draw(kind, (shape[0] * shard.world_size, *shape[1:]), generator, device, dtype)
+        return shard.local(full, shape[0])
+    return _draw(kind, shape, generator, device, dtype)
+
+
+def _draw(kind: str, shape: tuple, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
     source = generator.device if generator is not None else device
     fn = torch.rand if kind == "uniform" else torch.randn
     return fn(shape, generator=generator, device=source, dtype=dtype).to(device)
@@ -76,8 +92,7 @@ def path_batch(
     if not 0.0 <= t_min < t_max <= 1.0:
         raise InvalidInputError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
     n = x1.shape[0]
-    x0 = draw("normal", x1.shape, generator, x1.device, x1.dtype)
-    pair = get_coupling(coupling)(x0, x1, y, generator)
+    pair = couple(get_coupling(coupling), x1, y, generator)
     law = lookup(TIME_LAWS, time_law, "time law")
     t = t_min + (t_max - t_min) * law(draw("uniform", (n,), generator, x1.device, x1.dtype))
     sample = path.sample(pair.x1, t, noise=pair.x0)
@@ -85,6 +100,43 @@ def path_batch(
     if pair.y is not None:
         cond["y"] = drop_labels(pair.y, model.num_classes, label_dropout, generator)
     return sample, cond
+
+
+def couple(coupling: Coupling, x1: torch.Tensor, y: torch.Tensor | None,
+           generator: torch.Generator | None) -> Coupled:
+    """Draw the noise x0 ~ N(0, I) for the batch x1 and pair it with x1 by the coupling.
+
+    Under a `Shard`, a coupling that pairs the whole batch (`pairs_batch`, minibatch OT) is
+    solved on the global batch — data gathered from every rank, the global batch's noise, the
+    same solution on every rank — and this rank keeps its slice; with `gather_couplings` off each
+    rank pairs its own slice, drawing with a generator of its own (forked from the shared one).
+    """
+    shard = current_shard()
+    if shard is None or not getattr(coupling, "pairs_batch", False):
+        x0 = draw("normal", x1.shape, generator, x1.device, x1.dtype)
+        return coupling(x0, x1, y, generator)
+    if not shard.gather_couplings:
+        x0 = draw("normal", x1.shape, generator, x1.device, x1.dtype)
+        return coupling(x0, x1, y, _fork(generator, shard))
+    return _couple_global_batch(coupling, x1, y, generator, shard)
+
+
+def _couple_global_batch(coupling: Coupling, x1: torch.Tensor, y: torch.Tensor | None,
+                         generator: torch.Generator | None, shard: Shard) -> Coupled:
+    n = x1.shape[0]
+    with sharded(None):
+        x0 = draw("normal", (n * shard.world_size, *x1.shape[1:]), generator, x1.device, x1.dtype)
+    pair = coupling(x0, all_gather(x1), None if y is None else all_gather(y), generator)
+    return Coupled(x0=shard.local(pair.x0, n), x1=shard.local(pair.x1, n),
+                   y=None if pair.y is None else shard.local(pair.y, n))
+
+
+def _fork(generator: torch.Generator | None, shard: Shard) -> torch.Generator | None:
+    """A generator of this rank's own, seeded from one draw of the shared generator (which stays in step)."""
+    if generator is None:
+        return None
+    seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+    return torch.Generator(device=generator.device).manual_seed(seed + shard.rank)
 
 
 def flow_matching_loss(
@@ -193,8 +245,19 @@ class ScoreMatching(FlowMatching):
 LOSSES: dict[str, Callable[..., FlowMatching]] = {
     "flow_matching": FlowMatching,
     "score_matching": ScoreMatching,
+    "meanflow": MeanFlow,  # flow maps u(x, r, t): flowdiff.learning.flowmaps
+    "shortcut": Shortcut,
 }
 """Loss objects by name."""
+
+METHODS: dict[str, str | None] = {
+    "flow": None,  # the configured loss (flow_matching, score_matching)
+    "meanflow": "meanflow",
+    "shortcut": "shortcut",
+    "discrete": None,  # discrete flow matching on tokens: its loss is TrainConfig.discrete_loss
+}
+"""Training methods by name: the loss each trains with (None: the configured one). A loss whose class has
+`flow_map = True` trains a network built with a second time input (flowdiff.learning.flowmaps)."""
 
 
 def get_loss(loss: str | dict | FlowMatching, **kwargs) -> FlowMatching:

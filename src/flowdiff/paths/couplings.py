@@ -42,6 +42,8 @@ class Coupling:
     """A rule pairing noise x0 with data x1: call it as coupling(x0, x1, y=None, generator=None)."""
 
     name = "coupling"
+    pairs_batch = False
+    """True when the pairing depends on the whole batch (then distributed training solves it on the global batch)."""
 
     def __call__(
         self,
@@ -101,6 +103,7 @@ class MinibatchOT(Coupling):
     """
 
     name = "ot"
+    pairs_batch = True
 
     def __init__(self, method: str = "exact", reg: float = 0.05, replace: bool = False) -> None:
         if method not in ("exact", "sinkhorn"):

@@ -16,6 +16,12 @@ from flowdiff import atomic
 from flowdiff.runs.evaluation import EVAL_JSON, EVAL_PNG
 
 
+def _line(row: dict) -> str:
+    """The line a row belongs to: its solver, with its grid when not uniform."""
+    grid = row.get("grid", "uniform")
+    return row["solver"] if grid == "uniform" else f"{row['solver']} ({grid})"
+
+
 def evaluation_figure(result: dict, title: str = "") -> Figure:
     """One panel per metric of `result["baseline"]`: the metric of each row against its NFE, by solver."""
     rows, baseline = result["rows"], result["baseline"]
@@ -27,8 +33,8 @@ def evaluation_figure(result: dict, title: str = "") -> Figure:
     for ax in axes.flat[len(names) :]:
         ax.set_visible(False)
     for ax, name in zip(axes.flat, names):
-        for solver in dict.fromkeys(row["solver"] for row in rows):
-            mine = sorted((row for row in rows if row["solver"] == solver), key=lambda row: row["nfe"])
+        for solver in dict.fromkeys(map(_line, rows)):
+            mine = sorted((row for row in rows if _line(row) == solver), key=lambda row: row["nfe"])
             values = [(row["nfe"], row["metrics"][name]) for row in mine if row["metrics"][name] > 0]
             if values:
                 ax.plot(*zip(*values), marker="o", lw=1.5, label=solver)

@@ -1,6 +1,6 @@
 """Lecture 1's pictures from settings: build the process, simulate it once with `flowdiff.simulate`, draw it.
 
-`run("ou", sigmas=[0.5, 1, 2])` writes `figures/ou.png` (and a GIF with `animate=True`); the figures
+`run("ou", sigmas=[0.5, 1, 2])` writes `runs/simulate/ou.png` (and a GIF with `animate=True`); the figures
 themselves are `flowdiff.plots.lecture1`. A `callback` sees every step of every simulation, with
 the overall progress in "done" out of "total" steps and a "task" naming the simulation.
 """
@@ -70,6 +70,10 @@ def resolve(process: str, sigmas: Sequence[float] | None = None, paths: int | No
             raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
     if not (math.isfinite(settings.t_end) and settings.t_end > 0):
         raise InvalidInputError(f"t_end must be a positive number, got {settings.t_end}")
+    for value, name in ((settings.t_end, "t_end"), *((s, "sigma") for s in settings.sigmas), (theta, "theta")):
+        if math.isfinite(value) and abs(value) > FLOAT32_MAX:
+            raise InvalidInputError(f"{name}={value:g} is beyond the float32 numbers the simulation computes with "
+                                    f"(at most {FLOAT32_MAX:.3g})")
     if not 1 <= modes <= 64:
         raise InvalidInputError(f"modes must be between 1 and 64, got {modes}")
     if not math.isfinite(omega) or abs(omega) > 1e3:
@@ -82,6 +86,9 @@ def resolve(process: str, sigmas: Sequence[float] | None = None, paths: int | No
     _check_memory(settings)
     return settings
 
+
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+"""The largest number a float32 state or time can hold."""
 
 MEMORY_SHARE = 0.5
 """The largest share of the machine's memory that the saved paths may take."""
@@ -193,7 +200,7 @@ def figure(simulation: Simulation):
 
 def run(process: str, sigmas: Sequence[float] | None = None, theta: float = 0.25, omega: float = 1.0,
         paths: int | None = None, steps: int | None = None, t_end: float | None = None, solver: str | None = None,
-        modes: int = 5, seed: int = 0, out: str | Path = Path("figures"), animate: bool = False,
+        modes: int = 5, seed: int = 0, out: str | Path = Path("runs/simulate"), animate: bool = False,
         callback: Callable[[dict], None] | None = None) -> list[Path]:
     """Simulate `process`, write `<out>/<process>.png` (and .gif with animate); return the files written."""
     from flowdiff.plots import lecture1

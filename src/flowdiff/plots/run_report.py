@@ -90,15 +90,21 @@ class _Sampler:
         from flowdiff.learning.sampling import noise
 
         generator = torch.Generator(device=self.device).manual_seed(self.seed + offset)
-        return noise(count, tuple(self.run.data_info.shape), generator, self.device)
+        return noise(count, self.run.state_shape, generator, self.device)
 
     def __call__(self, x0: torch.Tensor, y: torch.Tensor | None = None, guidance: float = 1.0,
                  trajectory: bool = False):
         from flowdiff.learning.sampling import sample
 
         y = None if y is None else y.to(self.device)
-        return sample(self.run.model, self.run.path, steps=self.steps, solver="heun", x0=x0, y=y,
-                      guidance=guidance, return_trajectory=trajectory)
+        out = sample(self.run.model, self.run.path, steps=self.steps, solver="heun", x0=x0, y=y,
+                     guidance=guidance, return_trajectory=trajectory)
+        decoder = self.run.decoder  # a latent run: show the decoded images (of every state of a trajectory)
+        if decoder is None:
+            return out
+        if trajectory:
+            return type(out)(out.times, torch.stack([decoder.unstandardize(s) for s in out.states]), out.nfe)
+        return decoder.unstandardize(out)
 
 
 def _frame_index(times: torch.Tensor, frames: int) -> list[int]:
@@ -257,6 +263,7 @@ def write_run_report(run_dir: str | Path, n: int | None = None, steps: int = 20,
     info = run.data_info
     images = info.kind == "images"
     n = _positive(n if n is not None else (8 if images else 1000), "n")
+    run.check_fits(n * (run.num_classes or n) if images else n, steps, guided=any(w != 1.0 for w in scales))
     figures_dir = run_dir / "figures" / "run_report"
     sampler = _Sampler(run, steps, seed)
 

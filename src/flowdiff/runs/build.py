@@ -36,23 +36,31 @@ def load_training_data(config: TrainConfig) -> Dataset:
 
 
 def build_network(config: TrainConfig, dataset: Dataset) -> nn.Module:
-    """The network the config names for this data (seeded by config.seed): an MLP, a U-Net or a DiT."""
+    """The network the config names for this data (seeded by config.seed): an MLP, a U-Net or a DiT;
+    a flow map u(x, r, t) (flow_map=True) when the loss trains one (meanflow, shortcut)."""
+    from flowdiff.learning.losses import LOSSES
     from flowdiff.learning.models import MLP, build_model, default_image_model
 
     images = dataset.kind == "images"
+    if config.model == "autoencoder":
+        raise InvalidInputError("the autoencoder is not a vector field; train a flow with the mlp, unet or dit model "
+                                "(an autoencoder run serves as the latent space of one)")
     if images and config.model == "mlp":
         raise InvalidInputError("the mlp model takes vectors; for images use the unet or dit model")
     if not images and config.model not in ("default", "mlp"):
         raise InvalidInputError(f"the {config.model} model is for images; vector data uses the mlp model")
+    flow_map = getattr(LOSSES[config.loss], "flow_map", False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         if not images:
-            return MLP(dataset.info.shape[0], hidden=config.hidden, num_classes=dataset.num_classes)
+            return MLP(dataset.info.shape[0], hidden=config.hidden, num_classes=dataset.num_classes,
+                       flow_map=flow_map)
         if config.model == "default":
-            return default_image_model(dataset.info.shape, dataset.num_classes)
+            network = default_image_model(dataset.info.shape, dataset.num_classes)
+            return build_model({**network.config(), "flow_map": True}) if flow_map else network
         channels, height, width = dataset.info.shape
         return build_model({"name": config.model, "channels": channels, "image_size": [height, width],
-                            "num_classes": dataset.num_classes})
+                            "num_classes": dataset.num_classes, **({"flow_map": True} if flow_map else {})})
 
 
 def build_trainer(config: TrainConfig, out: str | Path | None = None, resume: bool = False, force: bool = False,
@@ -64,7 +72,10 @@ def build_trainer(config: TrainConfig, out: str | Path | None = None, resume: bo
         from flowdiff.runs.discrete import build_discrete_trainer
 
         return build_discrete_trainer(config, out, resume, force, hooks)
+    if config.latent is not None:  # a flow on the codes of an autoencoder run
+        from flowdiff.runs.latent import latent_trainer
 
+        return latent_trainer(config, out, resume, force, hooks)
     dataset = load_training_data(config)
     model = build_network(config, dataset)
     return Trainer(model, GaussianPath(config.schedule), dataset.x, labels=dataset.y, config=config,
@@ -76,6 +87,8 @@ def check_data_unchanged(config: dict, directory: str | Path) -> None:
     from flowdiff.learning.training.batches import fingerprint
 
     stored, training = config.get("resolved", {}).get("data_checksum"), config.get("training", {})
+    if isinstance(config.get("latent"), dict):  # a latent run: its images' checksum (the other is of the codes)
+        stored = config["latent"].get("images_checksum")
     if stored is None or not isinstance(training, dict) or training.get("data") is None:
         return  # not recorded (a run of the Python API): nothing to compare with
     dataset = load_training_data(TrainConfig.from_dict(training, source=f"{directory}/config.json"))

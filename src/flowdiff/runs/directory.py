@@ -17,6 +17,7 @@ from flowdiff._version import __version__
 from flowdiff.atomic import write_json, write_text
 from flowdiff.data.info import DataInfo
 from flowdiff.errors import FlowdiffError, IncompatibleError, InvalidInputError
+from flowdiff.learning.training.distributed import is_main, run_everywhere, run_on_main
 from flowdiff.learning.training.hooks import Hook
 from flowdiff.runs.checkpoints import (
     latest_checkpoint,
@@ -50,8 +51,8 @@ class RunDirectory(Hook):
     def config(self, trainer) -> dict:
         """The full configuration recorded as config.json."""
         info = self.data_info or DataInfo(
-            kind="vectors" if trainer.data.x.ndim == 2 else "images",
-            shape=tuple(trainer.data.x.shape[1:]),
+            kind="vectors" if len(trainer.data.shape) == 1 else "images",
+            shape=tuple(trainer.data.shape),
             num_classes=getattr(trainer.model, "num_classes", None) if trainer.data.labelled else None,
             size=len(trainer.data),
         )
@@ -59,7 +60,24 @@ class RunDirectory(Hook):
         return json.loads(json.dumps({"flowdiff_version": __version__, **described, "data": info.to_dict()}))
 
     def attach(self, trainer) -> None:
-        """Create the run directory, or check it and restore the latest checkpoint when resuming; take its lock."""
+        """Create the run directory, or check it and restore the latest checkpoint when resuming; take its lock.
+
+        In a process group rank 0 alone checks, locks and writes; then every rank restores the same
+        checkpoint (from a file system they share).
+        """
+        checkpoint = run_on_main(lambda: self._open(trainer))
+        try:
+            if checkpoint is not None:
+                run_everywhere(lambda: restore(trainer, Path(checkpoint)))
+                self._saved_step = trainer.step
+            if self.resume:
+                trainer.history = run_on_main(lambda: self._truncate_metrics(trainer.step))
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _open(self, trainer) -> str | None:
+        """Rank 0: check the folder, take the lock, write config.json or check the stored one; the checkpoint."""
         out = self.out
         if out.exists() and not out.is_dir():
             raise InvalidInputError(f"{out} is a file; choose a directory for the run")
@@ -70,7 +88,12 @@ class RunDirectory(Hook):
             self._check_replaceable()
         self.lock.acquire()
         try:
-            self._resume(trainer) if self.resume else self._create(trainer)
+            if not self.resume:
+                self._create(trainer)
+                return None
+            check_compatible(out, read_config(out), self.config(trainer))
+            latest = latest_checkpoint(out)
+            return None if latest is None else str(latest)
         except BaseException:
             self.lock.release()
             raise
@@ -92,14 +115,6 @@ class RunDirectory(Hook):
             clear_run(self.out)
         write_json(self.out / CONFIG_FILE, self.config(trainer))
 
-    def _resume(self, trainer) -> None:
-        check_compatible(self.out, read_config(self.out), self.config(trainer))
-        latest = latest_checkpoint(self.out)
-        if latest is not None:
-            restore(trainer, latest)
-            self._saved_step = trainer.step
-        trainer.history = self._truncate_metrics(trainer.step)
-
     def _truncate_metrics(self, step: int) -> list[dict]:
         """Drop metric lines logged after the checkpoint we resume from (they will be logged again)."""
         file = self.out / METRICS_FILE
@@ -118,9 +133,11 @@ class RunDirectory(Hook):
 
     def on_start(self, trainer, until: int) -> None:
         self._until = until
-        self.lock.acquire()  # held since attach, or again for a later fit
+        run_on_main(self.lock.acquire)  # held since attach, or again for a later fit
 
     def on_log(self, trainer, record: dict) -> None:
+        if not is_main():
+            return
         with open(self.out / METRICS_FILE, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
@@ -136,7 +153,13 @@ class RunDirectory(Hook):
             self.lock.release()
 
     def save(self, trainer) -> Path:
-        """Write a checkpoint of the trainer's current step (atomically); non-finite weights are refused."""
+        """Write a checkpoint of the trainer's current step (atomically, by rank 0 while the others wait)."""
+        saved = run_on_main(lambda: self._write(trainer))
+        self._saved_step = trainer.step
+        return saved
+
+    def _write(self, trainer) -> Path:
+        """Rank 0: write the checkpoint; non-finite weights are refused."""
         state = trainer.state
         modules = [state.model] + ([state.ema.module] if state.ema is not None else [])
         if not all(bool(torch.isfinite(p).all()) for module in modules for p in module.parameters()):
@@ -147,7 +170,6 @@ class RunDirectory(Hook):
                                 "clipping on")
         saved = save_checkpoint(self.out, state.step, state.model, state.ema.module if state.ema else None,
                                 state.state_dict())
-        self._saved_step = state.step
         return saved
 
 
@@ -165,12 +187,12 @@ def restore(trainer, checkpoint: Path) -> None:
 
 def check_compatible(out: Path, stored: dict, current: dict) -> None:
     """Refuse to resume a run whose network, path, data or result-changing settings differ."""
-    from flowdiff.learning.training.config import NOT_RESULT_FIELDS
+    from flowdiff.learning.training.config import NOT_RESULT_FIELDS, TrainConfig
 
     problems = [f"{key} {stored.get(key)} vs now {current[key]}" for key in ("model", "path")
                 if stored.get(key) != current[key]]
-    old, new = stored.get("training", {}), current["training"]
-    problems += [f"{key} {old.get(key)!r} vs now {value!r}" for key, value in new.items()
+    old, new = {**TrainConfig().to_dict(), **stored.get("training", {})}, current["training"]  # newer settings:
+    problems += [f"{key} {old.get(key)!r} vs now {value!r}" for key, value in new.items()  # their defaults
                  if key not in NOT_RESULT_FIELDS and old.get(key) != value]
     old, new = stored.get("resolved", {}), current["resolved"]
     if old.get("data_checksum") not in (None, new["data_checksum"]):

@@ -90,8 +90,8 @@ def output_directory(run_dir: str | Path, out: str | Path | None = None) -> Path
     return out_dir
 
 
-def check_options(n: int, metrics: Sequence[str], grid: str, nll_solver: str | None) -> None:
-    """Refuse bad settings before a run is loaded: n >= 4, registered metrics and grid, an ODE solver for the NLL."""
+def check_options(n: int, metrics: Sequence[str], grid: str | Sequence[str], nll_solver: str | None) -> None:
+    """Refuse bad settings before a run is loaded: n >= 4, registered metrics and grids, an ODE solver for the NLL."""
     from flowdiff.learning.likelihood import check_solver
     from flowdiff.learning.metrics import get_metric
     from flowdiff.learning.sampling import GRIDS
@@ -101,15 +101,28 @@ def check_options(n: int, metrics: Sequence[str], grid: str, nll_solver: str | N
         raise InvalidInputError(f"the number of samples must be at least 4, got {n!r}")
     for name in metrics:
         get_metric(name)
-    lookup(GRIDS, grid, "grid")
+    for name in [grid] if isinstance(grid, str) else grid:
+        lookup({**GRIDS, "learned": None}, name, "grid")
     if nll_solver is not None:
         check_solver(nll_solver)
+
+
+def _learned_grids(run, seed: int):
+    """The grid of a setting: its name, or for "learned" the run's learned grid (learned and stored if missing)."""
+    from flowdiff.runs.learned_grids import learned_grid_for
+
+    def grid_of(setting):
+        if setting.grid != "learned":
+            return setting.grid
+        return learned_grid_for(run, setting.solver, setting.steps, seed)[0].tensor()
+
+    return grid_of
 
 
 def evaluate_run(run_dir: str | Path, solvers: Sequence[str] = ("euler", "heun", "dopri5"),
                  nfes: Sequence[int] = (1, 2, 4, 8, 16, 32, 100), tols: Sequence[float] = (1e-3, 1e-5),
                  metrics: Sequence[str] = ("w2", "sliced_w2", "mmd", "energy"), n: int = 2000, sigma: float = 0.0,
-                 grid: str = "uniform", seed: int = 0, nll: bool = True, nll_solver: str = "rk4",
+                 grid: str | Sequence[str] = "uniform", seed: int = 0, nll: bool = True, nll_solver: str = "rk4",
                  nll_steps: int = 100, cache_dir: str | Path | None = None, device: str = "cpu",
                  callback: Callable[[dict], None] | None = None) -> dict:
     """Evaluate a trained run (see `flowdiff.learning.evaluation`): a JSON-ready result with the run's step.
@@ -120,12 +133,20 @@ def evaluate_run(run_dir: str | Path, solvers: Sequence[str] = ("euler", "heun",
     from flowdiff.runs.load import load
 
     check_options(n, metrics, grid, nll_solver if nll else None)
-    settings = settings_for(solvers, nfes, tols, sigma)
+    from flowdiff.learning.flowmaps import is_flow_map
+
+    grids = [grid] if isinstance(grid, str) else list(grid)
+    if "learned" in grids and sigma > 0:
+        raise InvalidInputError("a learned grid is fitted to the ODE; evaluate it with sigma = 0")
+    settings = settings_for(solvers, nfes, tols, sigma, grids)  # checked before the run is loaded
     run = load(run_dir, device=device)
+    run.check_fits(n, max(nfes))
+    if is_flow_map(run.network):  # its jumps too: x_r = x_t + (r - t) u(x_t, r, t), NFE = steps
+        settings = settings_for(solvers, nfes, tols, sigma, grids, flow_map=True)
     reference = load_reference(run, n, seed)
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(run_dir) / "classifier"
     scorer = scorer_for(run, reference, metrics, cache_dir, seed)
-    result = evaluate(run.model, run.path, reference, scorer, settings, sigma=sigma, grid=grid, seed=seed,
-                      scale=run.data_info, nll=nll and run.data_info.kind != "images", nll_solver=nll_solver,
-                      nll_steps=nll_steps, callback=callback)
+    result = evaluate(run.model, run.path, reference, scorer, settings, sigma=sigma, grid=_learned_grids(run, seed),
+                      seed=seed, scale=run.decoder or run.data_info, nll=nll and run.data_info.kind != "images",
+                      nll_solver=nll_solver, nll_steps=nll_steps, callback=callback)
     return {"run": str(run_dir), "step": run.step, **result, "notes": notes(run, nll)}

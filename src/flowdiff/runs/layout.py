@@ -25,6 +25,7 @@ TRAINING_STATE = "state.pt"
 
 DERIVED_FILES = (
     "samples.npz", "samples.png", "eval.json", "eval.png", "report.html", "run_report.html", "quality.json",
+    "grids.json", "autoencoder_report.html", "latents.npz",
 )
 """Files that the commands derive from a run; replacing the run removes them with it."""
 

@@ -27,6 +27,16 @@ class Run:
     directory: Path
     step: int
     network: nn.Module = field(repr=False, default=None)
+    decoder: nn.Module | None = field(repr=False, default=None)  # a latent run: codes -> images
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        """The shape of one state X_t of the flow: the data's, or a latent run's code shape."""
+        return tuple(getattr(self.network, "data_shape", None) or self.data_info.shape)
+
+    def to_data(self, x: torch.Tensor) -> torch.Tensor:
+        """Samples of the flow in the units of the data: unstandardised, or decoded to images for a latent run."""
+        return self.decoder.unstandardize(x) if self.decoder is not None else self.data_info.unstandardize(x)
 
     @property
     def num_classes(self) -> int | None:
@@ -45,8 +55,21 @@ class Run:
         if kwargs.get("return_trajectory"):
             raise InvalidInputError("Run.sample returns samples; for trajectories call "
                                     "flowdiff.sample(run.model, ...)")
+        y, steps = kwargs.get("y"), kwargs.get("steps", 100)
+        count = n if n is not None else (torch.as_tensor(y).numel() if y is not None else None)
+        if isinstance(count, int) and isinstance(steps, int) and count > 0 and steps > 0:  # else sample says why
+            self.check_fits(count, steps, kwargs.get("guidance", 1.0) != 1.0)
         out = sample(self.model, self.path, n=n, **kwargs)
-        return self.data_info.unstandardize(out) if unstandardize else out
+        return self.to_data(out) if unstandardize else out
+
+    def check_fits(self, n: int, steps: int, guided: bool = False, saved_states: int = 1) -> None:
+        """Refuse up front, with the estimate, a draw of n samples in `steps` that cannot fit in memory (instead
+        of an allocator's crash); `guided` when guidance doubles the network's batch."""
+        from flowdiff.learning.training.memory import check_sampling_fits
+
+        y = torch.zeros(1, dtype=torch.long, device=self.device) if self.num_classes is not None else None
+        shape = getattr(self.network, "data_shape", None) or self.data_info.shape  # a latent run: the codes
+        check_sampling_fits(self.model, shape, n, steps, self.device, y, 2.0 if guided else 1.0, saved_states)
 
 
 def check_finite(network: nn.Module, file: Path) -> None:
@@ -74,7 +97,8 @@ def build_from_config(config: dict) -> tuple[nn.Module, GaussianPath]:
 def load(run_dir: str | Path, device: str | torch.device | None = None, weights: str = "ema") -> Run:
     """Load a trained run: its network (EMA weights, eval mode, predicting the velocity), path and config.
 
-    A discrete run (method "discrete") comes back as a `flowdiff.runs.discrete.TokenRun`.
+    A discrete run (method "discrete") comes back as a `flowdiff.runs.discrete.TokenRun`. A latent run also
+    gets its autoencoder's decoder (checked against the recorded checksum), so that `Run.sample` returns images.
 
     `weights="model"` takes the raw (non-averaged) weights instead of the EMA ones.
     """
@@ -82,6 +106,9 @@ def load(run_dir: str | Path, device: str | torch.device | None = None, weights:
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)
+    if config["model"].get("name") == "autoencoder":
+        raise InvalidInputError(f"{run_dir} is an autoencoder run, not a flow; train a flow on its codes "
+                                "(the latent setting) and load that run")
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
         raise InvalidInputError(f"{run_dir} has no checkpoint yet ({CHECKPOINTS_DIR}/{LATEST_FILE} is "
@@ -105,8 +132,13 @@ def load(run_dir: str | Path, device: str | torch.device | None = None, weights:
         model.eval()
     check_finite(network, file)
     step = int(checkpoint.name.removeprefix("step_"))
+    decoder = None
+    if config.get("latent") is not None:
+        from flowdiff.runs.latent import latent_decoder
+
+        decoder = latent_decoder(config["latent"], run_dir, device=model_device(network))
     return Run(model=model, path=path, config=config, data_info=DataInfo.from_dict(config["data"]),
-               directory=run_dir, step=int(step), network=network)
+               directory=run_dir, step=int(step), network=network, decoder=decoder)
 
 
 def _token_network(config: dict) -> nn.Module:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from torch import nn
 
 from flowdiff.errors import InvalidInputError
+from flowdiff.learning.models.autoencoder import Autoencoder, AutoencoderLoss
 from flowdiff.learning.models.dit import DiT
 from flowdiff.learning.models.embeddings import LabelEmbedding, TimeEmbedding
 from flowdiff.learning.models.mlp import MLP
@@ -25,6 +26,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "dit": DiT,
     "token_mlp": TokenMLP,
     "token_dit": TokenDiT,
+    "autoencoder": Autoencoder,
 }
 """Model classes by name (the "name" entry of a model's config)."""
 
@@ -50,5 +52,6 @@ def default_image_model(data_shape: tuple[int, int, int], num_classes: int | Non
                 attention_resolutions=(lowest,) if lowest <= 8 else (), num_classes=num_classes)
 
 
-__all__ = ["MLP", "UNet", "DiT", "TokenMLP", "TokenDiT", "MODELS", "build_model", "default_image_model",
+__all__ = ["MLP", "UNet", "DiT", "TokenMLP", "TokenDiT", "Autoencoder", "AutoencoderLoss", "MODELS", "build_model",
+           "default_image_model",
            "TimeEmbedding", "LabelEmbedding"]

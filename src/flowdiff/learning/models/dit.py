@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowdiff.errors import IncompatibleError, InvalidInputError
-from flowdiff.learning.models.embeddings import LabelEmbedding, TimeEmbedding
+from flowdiff.learning.models.embeddings import FLOW_MAP_TIME_SCALE, LabelEmbedding, TimeEmbedding, embed_times
 from flowdiff.learning.models.unet import image_shape
 
 
@@ -75,7 +75,8 @@ class DiTBlock(nn.Module):
 class DiT(nn.Module):
     """Diffusion transformer field u_t(x | y): patchify, adaLN-zero blocks conditioned on t and y, unpatchify.
 
-    `num_classes` adds a label embedding whose index num_classes is the null label (y=None).
+    `num_classes` adds a label embedding whose index num_classes is the null label (y=None);
+    `flow_map=True` adds a second time r (the flow map u(x, r, t | y), called as model(x, t, r=r)).
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class DiT(nn.Module):
         depth: int = 4,
         heads: int = 4,
         num_classes: int | None = None,
+        flow_map: bool = False,
     ) -> None:
         super().__init__()
         self.data_shape = image_shape(channels, image_size)
@@ -98,6 +100,7 @@ class DiT(nn.Module):
         if hidden % heads:
             raise InvalidInputError(f"hidden ({hidden}) must be a multiple of heads ({heads})")
         self.num_classes = None if num_classes is None else int(num_classes)
+        self.flow_map = bool(flow_map)
         self.patch_size = int(patch_size)
         self._kwargs = {
             "channels": int(channels),
@@ -107,6 +110,7 @@ class DiT(nn.Module):
             "depth": int(depth),
             "heads": int(heads),
             "num_classes": self.num_classes,
+            **({"flow_map": True} if self.flow_map else {}),
         }
         _, height, width = self.data_shape
         p = self.patch_size
@@ -117,7 +121,9 @@ class DiT(nn.Module):
         self.patch_embedding = nn.Linear(channels * p * p, hidden)
         position = sincos_position_embedding(self.rows, self.cols, hidden)
         self.register_buffer("position", position, persistent=False)
-        self.time_embedding = TimeEmbedding(hidden)
+        scale = FLOW_MAP_TIME_SCALE if self.flow_map else 1000.0
+        self.time_embedding = TimeEmbedding(hidden, scale=scale)
+        self.interval_embedding = TimeEmbedding(hidden, scale=scale) if self.flow_map else None
         self.label_embedding = LabelEmbedding(self.num_classes, hidden) if self.num_classes else None
         self.blocks = nn.ModuleList(DiTBlock(hidden, heads) for _ in range(depth))
         self.final_norm = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
@@ -131,9 +137,10 @@ class DiT(nn.Module):
         """JSON-ready keyword arguments that rebuild this network, with "name": "dit"."""
         return {"name": "dit", **self._kwargs}
 
-    def condition(self, t: torch.Tensor, y: torch.Tensor | None, batch: int) -> torch.Tensor:
+    def condition(self, t: torch.Tensor, y: torch.Tensor | None, batch: int, r: torch.Tensor | None = None
+                  ) -> torch.Tensor:
         """The (batch, hidden) conditioning vector c = emb(t) + emb(y)."""
-        c = self.time_embedding(t, batch)
+        c = embed_times(self.time_embedding, self.interval_embedding, t, r, batch, "DiT")
         if self.label_embedding is not None:
             c = c + self.label_embedding(y, batch)
         elif y is not None:
@@ -162,14 +169,16 @@ class DiT(nn.Module):
         left, _, top, _ = self._padding
         return x[..., top : top + height, left : left + width]
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """u_t(x | y) for x (batch, C, H, W), t 0-d or (batch,), labels y (batch,) or None (null label)."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, *,
+                r: torch.Tensor | None = None) -> torch.Tensor:
+        """u_t(x | y) for x (batch, C, H, W), t 0-d or (batch,), labels y (batch,) or None (null label);
+        with flow_map=True, the average velocity u(x, r, t | y) from t to r (r = None: r = t)."""
         if x.ndim != 4 or tuple(x.shape[1:]) != self.data_shape:
             raise InvalidInputError(
                 f"DiT expects images of shape (batch, {', '.join(map(str, self.data_shape))}), "
                 f"got {tuple(x.shape)}"
             )
-        c = self.condition(t, y, x.shape[0]).to(x.dtype)
+        c = self.condition(t, y, x.shape[0], r).to(x.dtype)
         h = self.patch_embedding(self.patchify(x)) + self.position.to(x.dtype)
         for block in self.blocks:
             h = block(h, c)

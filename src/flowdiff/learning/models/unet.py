@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowdiff.errors import IncompatibleError, InvalidInputError
-from flowdiff.learning.models.embeddings import LabelEmbedding, TimeEmbedding
+from flowdiff.learning.models.embeddings import FLOW_MAP_TIME_SCALE, LabelEmbedding, TimeEmbedding, embed_times
 
 
 def _groups(channels: int) -> int:
@@ -123,7 +123,8 @@ class UNet(nn.Module):
 
     `channel_mults[i] * base_channels` channels at level i (resolution halved per level);
     attention at every feature-map height listed in `attention_resolutions`;
-    `num_classes` adds a label embedding whose index num_classes is the null label (y=None).
+    `num_classes` adds a label embedding whose index num_classes is the null label (y=None);
+    `flow_map=True` adds a second time r (the flow map u(x, r, t | y), called as model(x, t, r=r)).
     """
 
     def __init__(
@@ -136,12 +137,14 @@ class UNet(nn.Module):
         attention_resolutions: tuple[int, ...] = (),
         num_classes: int | None = None,
         dropout: float = 0.0,
+        flow_map: bool = False,
     ) -> None:
         super().__init__()
         self.data_shape = image_shape(channels, image_size)
         channel_mults, attention_resolutions = _check_arguments(channel_mults, attention_resolutions,
                                                                 base_channels, num_res_blocks, dropout)
         self.num_classes = None if num_classes is None else int(num_classes)
+        self.flow_map = bool(flow_map)
         self._kwargs = {
             "channels": int(channels),
             "image_size": image_size if isinstance(image_size, int) else list(image_size),
@@ -151,6 +154,7 @@ class UNet(nn.Module):
             "attention_resolutions": list(attention_resolutions),
             "num_classes": self.num_classes,
             "dropout": float(dropout),
+            **({"flow_map": True} if self.flow_map else {}),
         }
 
         # pad H and W up to multiples of 2^(levels - 1) so that every downsampling halves exactly
@@ -161,7 +165,9 @@ class UNet(nn.Module):
         self._padding = (left, padded_w - width - left, top, padded_h - height - top)
 
         emb_dim = 4 * base_channels
-        self.time_embedding = TimeEmbedding(emb_dim, frequencies=base_channels)
+        scale = FLOW_MAP_TIME_SCALE if self.flow_map else 1000.0
+        self.time_embedding = TimeEmbedding(emb_dim, frequencies=base_channels, scale=scale)
+        self.interval_embedding = TimeEmbedding(emb_dim, base_channels, scale) if self.flow_map else None
         self.label_embedding = LabelEmbedding(self.num_classes, emb_dim) if self.num_classes else None
         self.input_conv = nn.Conv2d(channels, base_channels, 3, padding=1)
 
@@ -219,9 +225,10 @@ class UNet(nn.Module):
         """JSON-ready keyword arguments that rebuild this network, with "name": "unet"."""
         return {"name": "unet", **self._kwargs}
 
-    def condition(self, t: torch.Tensor, y: torch.Tensor | None, batch: int) -> torch.Tensor:
+    def condition(self, t: torch.Tensor, y: torch.Tensor | None, batch: int, r: torch.Tensor | None = None
+                  ) -> torch.Tensor:
         """The (batch, emb_dim) conditioning vector: time embedding + label embedding."""
-        emb = self.time_embedding(t, batch)
+        emb = embed_times(self.time_embedding, self.interval_embedding, t, r, batch, "UNet")
         if self.label_embedding is not None:
             emb = emb + self.label_embedding(y, batch)
         elif y is not None:
@@ -231,14 +238,16 @@ class UNet(nn.Module):
             )
         return emb
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """u_t(x | y) for x (batch, C, H, W), t 0-d or (batch,), labels y (batch,) or None (null label)."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, *,
+                r: torch.Tensor | None = None) -> torch.Tensor:
+        """u_t(x | y) for x (batch, C, H, W), t 0-d or (batch,), labels y (batch,) or None (null label);
+        with flow_map=True, the average velocity u(x, r, t | y) from t to r (r = None: r = t)."""
         if x.ndim != 4 or tuple(x.shape[1:]) != self.data_shape:
             raise InvalidInputError(
                 f"UNet expects images of shape (batch, {', '.join(map(str, self.data_shape))}), "
                 f"got {tuple(x.shape)}"
             )
-        emb = self.condition(t, y, x.shape[0]).to(x.dtype)
+        emb = self.condition(t, y, x.shape[0], r).to(x.dtype)
         h = F.pad(x, self._padding) if any(self._padding) else x
         h = self.input_conv(h)
         skips = [h]

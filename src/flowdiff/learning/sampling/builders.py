@@ -21,12 +21,8 @@ from flowdiff.learning.losses import draw
 from flowdiff.learning.models.embeddings import check_labels
 from flowdiff.paths.gaussian_path import GaussianPath
 
-GRIDS: dict[str, Callable[..., torch.Tensor]] = {
-    "uniform": grids.uniform,
-    "shifted": grids.shifted,
-    "rho": grids.rho,
-}
-"""Time grids by name: each is called as grid(t_min, t_max, steps)."""
+GRIDS: dict[str, Callable[..., torch.Tensor]] = grids.GRIDS
+"""Time grids by name (the registry of `flowdiff.dynamics.grids`): each is called as grid(t_min, t_max, steps)."""
 
 
 def time_grid(grid: str | torch.Tensor, steps: int, t_min: float = 0.0, t_max: float = 1.0,

@@ -8,7 +8,7 @@ import torch
 
 from flowdiff.dynamics.simulate import Trajectory
 from flowdiff.dynamics.solvers import Solver
-from flowdiff.errors import InvalidInputError
+from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.learning.devices import model_device
 from flowdiff.learning.predictions import START_AFTER_ZERO, as_velocity
 from flowdiff.learning.sampling.builders import (
@@ -20,6 +20,9 @@ from flowdiff.learning.sampling.builders import (
     noise,
     time_grid,
 )
+from flowdiff.learning.sampling.compiled import compiled_ode_sampler
+from flowdiff.learning.sampling.few_step import flow_map_sampler, uses_jumps
+from flowdiff.learning.sampling.multistep import MultistepSolver, find_multistep
 from flowdiff.learning.sampling.samplers import ode_sampler, sde_sampler
 from flowdiff.paths.gaussian_path import PREDICTIONS, GaussianPath
 
@@ -61,7 +64,7 @@ def sample(
     path: GaussianPath,
     n: int | None = None,
     steps: int = 100,
-    solver: str | Solver | None = None,
+    solver: str | Solver | MultistepSolver | None = None,
     sigma: float | Callable = 0.0,
     y: torch.Tensor | int | None = None,
     guidance: float = 1.0,
@@ -75,16 +78,21 @@ def sample(
     device=None,
     ode_tail: float = 0.02,
     callback: Callable[[dict], None] | None = None,
+    compile: bool | str = False,
 ) -> torch.Tensor | Trajectory:
     """Draw n samples X_1 by integrating dX = u dt (sigma = 0) or dX = [u + sigma_t^2/2 score] dt + sigma_t dW.
 
     `model` predicts `prediction` ("velocity", "score", "x1" or "noise"); y (an int or a (n,)
     tensor of labels) conditions it, and guidance = w != 1 mixes in the unconditional field
     (classifier-free guidance, one batched call). X_0 ~ N(0, I) is drawn with `generator` unless
-    x0 is given. Solver defaults: "heun" for the ODE, "euler_maruyama" for the SDE, which hands
-    over to noiseless Euler steps for the last `ode_tail` of time. `callback` receives
+    x0 is given. `solver` may also be a multistep solver of the path ("dpmpp_2m", "unipc"; NFE = steps;
+    `flowdiff.learning.sampling.multistep`). Solver defaults: "heun" for the ODE, "euler_maruyama" for the
+    SDE, which hands over to noiseless Euler steps for the last `ode_tail` of time. `callback` receives
     {"step", "t", "x", "nfe"} after every step. Returns (n, *data_shape) samples, or with
     return_trajectory the `Trajectory` over the grid (its `nfe` counts the network's calls).
+    `compile=True` (or a torch.compile backend name) runs each step of a fixed-step Runge–Kutta ODE solver as
+    one compiled graph (`flowdiff.learning.sampling.compiled`).
+    A flow map u(x, r, t) with no solver named jumps x_r = x_t + (r - t) u(x_t, r, t) (`few_step`).
     """
     if prediction not in PREDICTIONS:
         raise InvalidInputError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
@@ -105,7 +113,20 @@ def sample(
     field = guided_field(model, y, guidance)
     velocity = as_velocity(field, path, prediction)
     save = "all" if return_trajectory else "final"
-    if stochastic:
+    multistep = find_multistep(solver)
+    if uses_jumps(model, solver, stochastic, prediction):
+        trajectory = flow_map_sampler(field, x0, ts, save, callback)
+    elif compile:
+        if stochastic:
+            raise IncompatibleError("compiled sampling integrates the ODE (sigma = 0); sample the SDE without compile")
+        trajectory = compiled_ode_sampler(velocity, x0, ts, solver or "heun", save, callback,
+                                          backend="inductor" if compile is True else compile)
+    elif multistep is not None:
+        if stochastic:
+            raise IncompatibleError(f"the multistep solver {multistep.name!r} integrates the ODE (sigma = 0), not "
+                                    "an SDE; choose sigma = 0, or an SDE solver such as euler_maruyama")
+        trajectory = multistep.sample(velocity, path, x0, ts, save, callback)
+    elif stochastic:
         trajectory = sde_sampler(diffusion_drift(field, path, prediction, sigma), velocity, x0, ts,
                                  NoiseScale(sigma), solver or "euler_maruyama", ode_tail, generator, save, callback)
     else:

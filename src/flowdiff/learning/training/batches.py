@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from flowdiff.errors import IncompatibleError, InvalidInputError
+from flowdiff.learning.training.distributed import current_shard
 
 
 def as_tensor(data, name: str) -> torch.Tensor:
@@ -38,6 +39,16 @@ def check_labels_for(model, labels: torch.Tensor, size: int) -> torch.Tensor:
     return labels
 
 
+def data_source(data, labels, model, device: torch.device):
+    """The trainer's data: a streaming source as it is (it has `seek`), else the arrays held in memory."""
+    if hasattr(data, "seek") and hasattr(data, "batch"):
+        if labels is not None:
+            raise InvalidInputError("a streaming data source brings its own labels; give no separate labels")
+        data.device = device
+        return data
+    return InMemoryData(data, labels, model, device)
+
+
 class InMemoryData:
     """Data x (N, *shape) and labels (N,) or None on the training device; minibatches drawn with replacement."""
 
@@ -63,9 +74,26 @@ class InMemoryData:
         """True when the data carries labels."""
         return self.y is not None
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one example."""
+        return tuple(self.x.shape[1:])
+
+    def examples(self, k: int = 2) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The first k examples and their labels (for the memory probe)."""
+        return self.x[:k], None if self.y is None else self.y[:k]
+
     def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """A minibatch (x1, y) of `size` examples drawn uniformly with replacement by `generator`."""
-        index = torch.randint(len(self), (size,), generator=generator, device=self.x.device)
+        """A minibatch (x1, y) of `size` examples drawn uniformly with replacement by `generator`.
+
+        Under a `Shard`, `size` is this rank's share: the global batch's indices are drawn and this
+        rank's slice kept (the same examples as one process drawing the global batch).
+        """
+        shard = current_shard()
+        world = 1 if shard is None else shard.world_size
+        index = torch.randint(len(self), (size * world,), generator=generator, device=self.x.device)
+        if shard is not None:
+            index = shard.local(index, size)
         return self.x[index], None if self.y is None else self.y[index]
 
     def checksum(self) -> str:

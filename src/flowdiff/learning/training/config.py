@@ -16,11 +16,19 @@ from flowdiff.errors import InvalidInputError
 LR_SCHEDULES = ("cosine", "constant")
 """Learning-rate schedules after the warm-up."""
 
-METHODS = {"flow": "flow", "discrete": "discrete"}
-"""What is trained: a flow (or score) model on a Gaussian path, or discrete flow matching on tokens."""
+PRECISIONS = ("fp32", "bf16", "fp16")
+"""Arithmetic of the forward and backward pass: float32, or autocast to bfloat16 / float16 (with a gradient
+scaler); the weights, the EMA and the optimizer state stay float32."""
+
+OT_SCOPES = ("global", "local")
+"""Where distributed training solves a batch coupling (minibatch OT): on the global batch or per rank."""
 
 NOT_RESULT_FIELDS = ("checkpoint_every", "log_every", "device")
 """Settings that do not change the trained weights: a resumed run may change them."""
+
+MAX_STEPS = 10**9
+"""The most optimisation steps a run may ask for: months of training at any speed this code reaches, so a
+larger number is a typo (a run that would never end), refused before anything starts."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,7 @@ class TrainConfig:
     standardize: bool | None = None
     n_data: int | None = None
     image_size: int | None = None
+    latent: str | None = None  # an autoencoder run whose codes the flow is trained on (images only)
     # the objective
     method: str = "flow"
     source: str = "mask"
@@ -45,6 +54,7 @@ class TrainConfig:
     coupling: str = "independent"
     time_law: str = "uniform"
     label_dropout: float = 0.1
+    ot_scope: str = "global"
     # the optimisation
     steps: int = 5000
     batch_size: int = 256
@@ -55,6 +65,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     ema_decay: float | None = 0.999
     seed: int = 0
+    precision: str = "fp32"
     # bookkeeping
     checkpoint_every: int = 1000
     log_every: int = 50
@@ -65,10 +76,15 @@ class TrainConfig:
         for name, low in (("steps", 1), ("batch_size", 1), ("warmup", 0), ("checkpoint_every", 1),
                           ("log_every", 1), ("seed", 0)):
             _integer(name, getattr(self, name), low)
+        if self.steps > MAX_STEPS:
+            raise InvalidInputError(f"steps={self.steps} would never finish; at most {MAX_STEPS:.0e} steps are "
+                                    "accepted")
         for name in ("n_data", "image_size"):
             if getattr(self, name) is not None:
                 _integer(name, getattr(self, name), 1)
         _positive("lr", self.lr)
+        if self.latent is not None and not (isinstance(self.latent, str) and self.latent):
+            raise InvalidInputError(f"latent must be the directory of an autoencoder run, got {self.latent!r}")
         if not (isinstance(self.weight_decay, int | float) and math.isfinite(self.weight_decay)
                 and self.weight_decay >= 0):
             raise InvalidInputError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
@@ -82,23 +98,39 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise InvalidInputError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of: "
                                     f"{', '.join(LR_SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise InvalidInputError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        if self.ot_scope not in OT_SCOPES:
+            raise InvalidInputError(f"unknown ot_scope {self.ot_scope!r}; choose one of: {', '.join(OT_SCOPES)}")
         self._check_names()
+        self._resolve_method()
+
+    def _resolve_method(self) -> None:
+        """A method that names its own loss (meanflow, shortcut) sets `loss`; another loss given with it is refused."""
+        from flowdiff.learning.losses import METHODS
+
+        own = METHODS[self.method]
+        if own is not None and self.loss != own:
+            if self.loss != TrainConfig.loss:
+                raise InvalidInputError(f"the method {self.method!r} trains with its own loss ({own!r}), not "
+                                        f"{self.loss!r}; leave the loss at its default")
+            object.__setattr__(self, "loss", own)
 
     def _check_names(self) -> None:
         """Names that a registry resolves: checked here so that a bad one fails before any work."""
-        from flowdiff.learning.losses import LOSSES, TIME_LAWS
+        from flowdiff.learning.losses import LOSSES, METHODS, TIME_LAWS
         from flowdiff.learning.models import MODELS
         from flowdiff.paths.couplings import COUPLINGS
         from flowdiff.paths.schedules import SCHEDULES
         from flowdiff.registry import lookup
 
+        lookup(METHODS, self.method, "method")
         lookup(LOSSES, self.loss, "loss")
         lookup(COUPLINGS, self.coupling, "coupling")
         lookup(TIME_LAWS, self.time_law, "time law")
         lookup(SCHEDULES, self.schedule, "schedule")
         if self.model != "default":
             lookup(MODELS, self.model, "model")
-        lookup(METHODS, self.method, "method")
         if self.method == "discrete":  # the mixture path: its source, kappa schedule (`schedule`) and loss
             from flowdiff.learning.discrete.loss import DISCRETE_LOSSES
             from flowdiff.paths.discrete import KAPPAS, SOURCES
@@ -138,6 +170,8 @@ class TrainConfig:
         if unknown:
             raise InvalidInputError(f"unknown training settings {unknown}; known: "
                                     f"{', '.join(f.name for f in fields(self))}")
+        if changes.get("method", self.method) != self.method and "loss" not in changes:
+            changes["loss"] = TrainConfig.loss  # another method brings its own loss (or the default one)
         return replace(self, **changes)
 
     def result_fields(self) -> dict:

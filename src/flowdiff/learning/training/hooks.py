@@ -9,7 +9,13 @@ from __future__ import annotations
 
 
 class Hook:
-    """Base class: every method is a no-op; override the moments you need."""
+    """Base class: every method is a no-op; override the moments you need.
+
+    In a process group every rank calls its hooks, except those with `main_only = True`
+    (progress bars, sinks), which only rank 0 attaches.
+    """
+
+    main_only = False
 
     def attach(self, trainer) -> None:
         """Called once when the trainer is built (a run directory restores a checkpoint here)."""

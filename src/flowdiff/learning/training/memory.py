@@ -14,13 +14,17 @@ MEMORY_SHARE = 0.5
 """The largest share of the device's memory a training step may be estimated to take."""
 
 
-def activation_floats(model: nn.Module, x: torch.Tensor, cond: dict) -> int:
-    """Numbers the model's leaf modules output for the examples x (one forward pass, no gradients)."""
+def activation_floats(model: nn.Module, x: torch.Tensor, cond: dict, largest: bool = False) -> int:
+    """Numbers the model's leaf modules output for the examples x (one forward pass, no gradients): all of
+    them (what backpropagation keeps), or with `largest` the biggest single output (what a pass without
+    gradients holds at its peak, besides its input). A plain function (not a module) counts 0."""
     total = [0]
+    if not isinstance(model, nn.Module):
+        return 0
 
     def count(module, inputs, output):
         if isinstance(output, torch.Tensor):
-            total[0] += output.numel()
+            total[0] = max(total[0], output.numel()) if largest else total[0] + output.numel()
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(count) for m in leaves]
@@ -63,3 +67,36 @@ def check_step_fits(model: nn.Module, example: torch.Tensor, batch_size: int, co
             f"a training step on batches of {batch_size} needs about {needed / 2**30:.3g} GiB (activations, their "
             f"gradients and the loss's tensors), more than half of the {have / 2**30:.3g} GiB of {device.type}; "
             "use a smaller batch size")
+
+
+SAMPLER_STATES = 8
+"""Data-shaped tensors a fixed-step sampler holds at once (the state, up to four stages or past evaluations,
+the noise and temporaries): the data part of the sampling estimate."""
+
+
+def sampling_bytes(model: nn.Module, example: torch.Tensor, n: int, cond: dict, steps: int = 1,
+                   saved_states: int = 1, batched_calls: int = 1) -> int:
+    """Estimated bytes of drawing n samples on a grid of `steps`: the grid, the sampler's states, the saved
+    trajectory and, per network call, its input and two of its largest activations (a pass without gradients
+    frees the rest), at 4 bytes a number. `batched_calls` = 2 when guidance evaluates the conditional and
+    unconditional fields in one batch."""
+    per_example = ((SAMPLER_STATES + saved_states) * example[0].numel()
+                   + batched_calls * 2 * activation_floats(model, example, cond, largest=True) / example.shape[0])
+    return int(4 * (n * per_example + steps + 1))
+
+
+def check_sampling_fits(model: nn.Module, shape, n: int, steps: int, device, y: torch.Tensor | None = None,
+                        guidance: float = 1.0, saved_states: int = 1) -> None:
+    """Refuse n samples of `shape` whose drawing is estimated to need more than half of the device's memory
+    (one probing forward pass on two examples measures the network's largest activation)."""
+    device = torch.device(device)
+    example = torch.zeros((2, *shape), device=device)
+    cond = {} if y is None else {"y": y[:1].repeat(2)}
+    batched_calls = 2 if y is not None and guidance != 1.0 else 1
+    needed = sampling_bytes(model, example, n, cond, steps, saved_states, batched_calls)
+    have = available_bytes(device)
+    if needed > MEMORY_SHARE * have:
+        kept = ", keeping every state," if saved_states > 1 else ""
+        raise InvalidInputError(
+            f"drawing {n} samples in {steps} steps{kept} needs about {needed / 2**30:.3g} GiB, more than half of "
+            f"the {have / 2**30:.3g} GiB of {device.type}; draw fewer samples or take fewer steps")

@@ -44,7 +44,7 @@ def make_adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float)
 
 @dataclass
 class TrainState:
-    """The network, its EMA (or None), the optimizer, the data and loss generators and the step."""
+    """The network, its EMA (or None), the optimizer, the data and loss generators, the step (and an fp16 scaler)."""
 
     model: nn.Module
     ema: EMA | None
@@ -53,6 +53,7 @@ class TrainState:
     loss_generator: torch.Generator
     step: int = 0
     elapsed: float = 0.0
+    scaler: torch.amp.GradScaler | None = None
 
     @classmethod
     def create(cls, model: nn.Module, lr: float, weight_decay: float, ema_decay: float | None, seed: int,
@@ -84,6 +85,8 @@ class TrainState:
         }
         if self.ema is not None:
             state["ema_num_updates"] = int(self.ema.num_updates)
+        if self.scaler is not None:
+            state["grad_scaler"] = self.scaler.state_dict()
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -104,5 +107,7 @@ class TrainState:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         if self.ema is not None:
             self.ema.num_updates.fill_(int(state.get("ema_num_updates", state["step"])))
+        if self.scaler is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed", 0.0))

@@ -19,7 +19,8 @@ from torch import nn
 
 from flowdiff.errors import FlowdiffError, IncompatibleError
 from flowdiff.learning.devices import pick_device
-from flowdiff.learning.training.batches import InMemoryData
+from flowdiff.learning.training import distributed
+from flowdiff.learning.training.batches import data_source
 from flowdiff.learning.training.config import TrainConfig
 from flowdiff.learning.training.ema import EMA
 from flowdiff.learning.training.hooks import Hook
@@ -74,8 +75,10 @@ class Trainer:
         self.path = path if path is not None else GaussianPath(self.config.schedule)
         if not isinstance(self.path, GaussianPath | MixturePath):
             raise IncompatibleError(f"path must be a GaussianPath or MixturePath, got {type(self.path).__name__}")
-        self.device = pick_device(self.config.device)
-        self.data = InMemoryData(data, labels, model, self.device)
+        self.device = distributed.training_device(pick_device(self.config.device))
+        self.shard = distributed.shard_of_this_rank(gather_couplings=self.config.ot_scope == "global")
+        self.local_batch = _local_batch(self.config.batch_size, self.shard.world_size)
+        self.data = data_source(data, labels, model, self.device)
         self.loss = objects.get("loss") or get_loss(self.config.loss, time_law=self.config.time_law)
         self._loss_options = ({"time_law": self.config.time_law}
                               if "loss" in objects and self.config.time_law != "uniform" else {})
@@ -83,16 +86,20 @@ class Trainer:
         self.prediction = getattr(self.loss, "prediction", "velocity")
         self.label_dropout = self.config.label_dropout if self.data.labelled else 0.0
         model = model.to(self.device)
-        check_step_fits(model, self.data.x[:2], self.config.batch_size,
-                        {} if self.data.y is None else {"y": self.data.y[:2]}, self.device)
+        x, y = self.data.examples(2)
+        check_step_fits(model, x, self.local_batch, {} if y is None else {"y": y}, self.device)
         self.warmup = min(self.config.warmup, self.config.steps - 1)
         c = self.config
         self.state = TrainState.create(model, c.lr, c.weight_decay, c.ema_decay, c.seed,
                                        self.device)
+        self.autocast = _autocast(c.precision, self.device)
+        if c.precision == "fp16":
+            self.state.scaler = torch.amp.GradScaler(self.device.type)
+        self.network = distributed.wrap(model, self.device)  # DDP in a process group; the EMA stays outside
         self._params = [p for group in self.state.optimizer.param_groups for p in group["params"]]
         self.history: list[dict] = []
         self.stop_requested = False
-        self.hooks = list(hooks)
+        self.hooks = [hook for hook in hooks if distributed.is_main() or not getattr(hook, "main_only", False)]
         for hook in self.hooks:
             hook.attach(self)
 
@@ -121,19 +128,27 @@ class Trainer:
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One optimisation step; returns the (detached) loss and the gradient norm before clipping."""
         state, config = self.state, self.config
-        x1, y = self.data.batch(config.batch_size, state.data_generator)
-        loss = self.loss(state.model, self.path, x1, y=y, coupling=self.coupling,
-                         label_dropout=self.label_dropout, generator=state.loss_generator,
-                         **self._loss_options)
+        with distributed.sharded(self.shard), torch.autocast(**self.autocast):
+            x1, y = self.data.batch(self.local_batch, state.data_generator)
+            loss = self.loss(self.network, self.path, x1, y=y, coupling=self.coupling,
+                             label_dropout=self.label_dropout, generator=state.loss_generator,
+                             **self._loss_options)
         state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler = state.scaler
+        (loss if scaler is None else scaler.scale(loss)).backward()
         grad_norm = None
         if config.grad_clip is not None:
+            if scaler is not None:
+                scaler.unscale_(state.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(self._params, config.grad_clip, foreach=True)
         rate = learning_rate(state.step, config.lr, config.steps, self.warmup, config.lr_schedule)
         for group in state.optimizer.param_groups:
             group["lr"] = rate
-        state.optimizer.step()
+        if scaler is None:
+            state.optimizer.step()
+        else:  # skips the step when the scaled gradients overflowed, and adapts the scale
+            scaler.step(state.optimizer)
+            scaler.update()
         if state.ema is not None:
             state.ema.update(state.model)
         state.step += 1
@@ -143,12 +158,14 @@ class Trainer:
         """Train from the current step up to step `until` (default: all `steps`), calling the hooks."""
         until = self.config.steps if until is None else min(int(until), self.config.steps)
         self.state.model.train()
+        if hasattr(self.data, "seek"):  # a stream reads the global batch of this step next
+            self.data.seek(self.step)
         window = _Window(self.device)
         error: BaseException | None = None
         for hook in self.hooks:
             hook.on_start(self, until)
         try:
-            while self.step < until and not self.stop_requested:
+            while self.step < until and not self._stopping():
                 window.add(*self.train_step())
                 if self.step % self.config.log_every == 0 or self.step == until:
                     self._log(window.close(self.step, self.state))
@@ -165,6 +182,11 @@ class Trainer:
         self.state.model.eval()
         return TrainingResult(self.model, self.ema, list(self.history), self.step, stopped)
 
+    def _stopping(self) -> bool:
+        """The stop request of any rank (all ranks stop after the same step)."""
+        self.stop_requested = distributed.any_rank(self.stop_requested, self.device)
+        return self.stop_requested
+
     def close(self) -> None:
         """End without training: the hooks let go of what they hold (a run directory's lock)."""
         for hook in self.hooks:
@@ -177,6 +199,22 @@ class Trainer:
         self.history.append(record)
         for hook in self.hooks:
             hook.on_log(self, record)
+
+
+def _autocast(precision: str, device: torch.device) -> dict:
+    """The keywords of `torch.autocast` for a precision: bf16/fp16 autocast on the device, or disabled."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return {"device_type": device.type, "dtype": dtype or torch.float32, "enabled": dtype is not None}
+
+
+def _local_batch(batch_size: int, world_size: int) -> int:
+    """This rank's share of the global batch, which must divide evenly over the ranks."""
+    if batch_size % world_size:
+        low = batch_size - batch_size % world_size
+        raise IncompatibleError(f"batch_size {batch_size} is the global batch, split evenly over {world_size} "
+                                f"processes; choose a multiple of {world_size} (for example {low or world_size} "
+                                f"or {low + world_size})")
+    return batch_size // world_size
 
 
 class _Window:
@@ -196,7 +234,7 @@ class _Window:
         now = time.perf_counter()
         record = {
             "step": step,
-            "loss": float(self.loss) / self.count,
+            "loss": float(distributed.all_reduce_mean(self.loss)) / self.count,
             "lr": state.optimizer.param_groups[0]["lr"],
             "grad_norm": None if self.grad_norm is None else float(self.grad_norm),
             "steps_per_s": self.count / max(now - self.opened, 1e-9),

@@ -1,0 +1,169 @@
+"""Latent vs pixel flow matching at the same training time (not run in CI; results in docs/latent.md).
+
+Times are CPU seconds of this process (`time.process_time`) on one torch thread: on a shared machine
+they stay what a quiet machine's wall-clock would be, while wall-clock varies with the other load.
+
+1. Trains the autoencoder (`flowdiff autoencoder`'s trainer) and measures its reconstruction error
+   (MSE in [-1, 1] units over every image, PSNR) — its training time is reported apart.
+2. Trains a label-conditioned flow (the default U-Net for the data's shape) on the pixels and one on
+   the autoencoder's codes (`train --latent`), each for the same time budget: a probe of a few
+   steps measures the seconds per step, and the run is given budget / (s per step) steps, so that
+   both finish their learning-rate schedules.
+3. Loads both runs with `fd.load` (the latent one decodes its samples) and, with a small CNN classifier
+   trained on the same images, measures the conditional accuracy and the classifier-feature Fréchet
+   distance (NOT Inception FID) at guidance w and Heun NFE 10 and 100, and the sampling speed.
+
+The Fréchet distance compares generated images drawn with half B's labels against half A of the
+real images; B itself against A is the real-data baseline (same sample size, same bias).
+
+    python benchmarks/latent_vs_pixel.py                            # 8x8 digits, ~15 min on one CPU thread
+    python benchmarks/latent_vs_pixel.py --data mnist --budget 600  # the 28x28 MNIST-5k subset
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+CLOCK = time.process_time
+"""CPU seconds of this process (with one thread: the wall-clock of a quiet machine)."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="digits")
+    parser.add_argument("--out", default="runs/bench_latent_vs_pixel")
+    parser.add_argument("--budget", type=float, default=150.0, help="CPU seconds of flow training per model")
+    parser.add_argument("--ae-steps", type=int, default=600)
+    parser.add_argument("--latent-channels", type=int, default=2)
+    parser.add_argument("--beta", type=float, default=1e-3)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--nfe", default="10,100", help="Heun NFE budgets (2 network calls per step)")
+    parser.add_argument("--guidance", default="1,3")
+    parser.add_argument("--classifier-steps", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def train_autoencoder(args, out: Path) -> dict:
+    from flowdiff.learning.training.config import TrainConfig
+    from flowdiff.plots.autoencoder_report import reconstruction_error, write_autoencoder_report
+    from flowdiff.runs.autoencoder import autoencoder_trainer, load_autoencoder
+    from flowdiff.runs.build import load_training_data
+
+    config = TrainConfig(data=args.data, steps=args.ae_steps, batch_size=args.batch, lr=args.lr, warmup=50,
+                         seed=args.seed, device=args.device, log_every=max(1, args.ae_steps // 10))
+    trainer = autoencoder_trainer(config, out, beta=args.beta, architecture={"latent_channels": args.latent_channels},
+                                  force=True)
+    start = CLOCK()
+    trainer.fit()
+    seconds = CLOCK() - start
+    run = load_autoencoder(out, device=args.device)
+    error = reconstruction_error(run.model, load_training_data(config).x)
+    write_autoencoder_report(out, device=args.device)
+    print(f"autoencoder: {args.ae_steps} steps in {seconds:.0f} s; code shape {run.model.latent_shape}; "
+          f"MSE {error['mse']:.5f} +- {error['standard_error']:.5f}, PSNR {error['psnr_db']:.2f} dB", flush=True)
+    return {"steps": args.ae_steps, "seconds": seconds, "beta": args.beta, "model": run.model.config(),
+            "code_shape": list(run.model.latent_shape), "reconstruction": error}
+
+
+def train_flow(args, out: Path, latent: Path | None) -> dict:
+    """Train a flow for about `args.budget` seconds: a 20-step probe sets the number of steps."""
+    from flowdiff.learning.training.config import TrainConfig
+    from flowdiff.runs.build import build_trainer
+
+    config = TrainConfig(data=args.data, latent=None if latent is None else str(latent.resolve()), steps=10_000,
+                         batch_size=args.batch, lr=args.lr, seed=args.seed, device=args.device)
+    probe = build_trainer(config)
+    probe.fit(until=5)  # warm-up of the allocator and the kernels
+    start = CLOCK()
+    probe.fit(until=25)
+    per_step = (CLOCK() - start) / 20
+    steps = max(50, int(args.budget / per_step))
+    config = config.updated(steps=steps, warmup=min(200, steps // 10), log_every=max(1, steps // 10))
+    trainer = build_trainer(config, out, force=True)
+    start = CLOCK()
+    result = trainer.fit()
+    seconds = CLOCK() - start
+    name = "latent" if latent else "pixel"
+    print(f"{name} flow: {steps} steps in {seconds:.0f} s ({1000 * seconds / steps:.1f} ms/step, probe "
+          f"{1000 * per_step:.1f}); losses {[round(r['loss'], 3) for r in result.history]}", flush=True)
+    return {"steps": steps, "seconds": seconds, "ms_per_step": 1000 * seconds / steps,
+            "model": trainer.model.config(), "parameters": sum(p.numel() for p in trainer.model.parameters()),
+            "losses": [round(r["loss"], 4) for r in result.history]}
+
+
+@torch.no_grad()
+def measure(run_dir: Path, classifier, reference, labels, args) -> list[dict]:
+    """Conditional accuracy, feature Fréchet distance and images/s at every guidance scale and NFE."""
+    import flowdiff as fd
+    from flowdiff.learning.classifier import conditional_accuracy, feature_frechet_distance
+
+    run = fd.load(run_dir, device=args.device)
+    rows = []
+    for w in (float(v) for v in args.guidance.split(",")):
+        for nfe in (int(v) for v in args.nfe.split(",")):
+            spent = [0]
+
+            def count(info: dict, spent: list = spent) -> None:
+                spent[0] = int(info["nfe"])
+
+            start = CLOCK()
+            images = run.sample(y=labels, guidance=w, steps=nfe // 2, solver="heun",
+                                generator=torch.Generator().manual_seed(args.seed + 1000),
+                                callback=count).clamp(-1, 1).cpu()
+            seconds = CLOCK() - start
+            row = {"guidance": w, "heun_steps": nfe // 2, "nfe": spent[0], "n": len(images),
+                   "accuracy": conditional_accuracy(classifier, images, labels),
+                   "feature_fd": feature_frechet_distance(classifier, reference, images),
+                   "images_per_s": len(images) / seconds}
+            print(f"  {run_dir.name}: w={w:g} NFE {spent[0]}: accuracy {row['accuracy']:.4f}, feature FD "
+                  f"{row['feature_fd']:.2f}, {row['images_per_s']:.0f} images/s", flush=True)
+            rows.append(row)
+    return rows
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from flowdiff.data.images import load_images
+    from flowdiff.learning.classifier import feature_frechet_distance
+    from flowdiff.runs.classifier_cache import load_or_train_classifier
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"data": args.data, "device": args.device, "threads": torch.get_num_threads(),
+               "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+               "budget_s": args.budget}
+    results["autoencoder"] = train_autoencoder(args, out / "ae")
+    results["pixel"] = train_flow(args, out / "pixel", None)
+    results["latent"] = train_flow(args, out / "latent", out / "ae")
+
+    data = load_images(args.data)
+    trained = load_or_train_classifier(data.images, data.labels, data.num_classes, out / "classifier",
+                                       name=data.name, steps=args.classifier_steps,
+                                       generator=torch.Generator().manual_seed(args.seed))
+    split = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed + 7))
+    half_a, half_b = split[: len(data) // 2], split[len(data) // 2 :]
+    reference, labels = data.images[half_a], data.labels[half_b]
+    results["classifier_test_accuracy"] = trained.test_accuracy
+    results["baseline_feature_fd"] = feature_frechet_distance(trained.classifier, reference, data.images[half_b])
+    print(f"classifier held-out accuracy {trained.test_accuracy:.4f}; real baseline FD "
+          f"{results['baseline_feature_fd']:.2f}", flush=True)
+    for name in ("pixel", "latent"):
+        results[name]["samples"] = measure(out / name, trained.classifier, reference, labels, args)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"wrote {out / 'results.json'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

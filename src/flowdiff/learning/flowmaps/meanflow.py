@@ -1,0 +1,114 @@
+"""MeanFlow (Geng et al. 2025): train a flow map u(z, r, t) through the MeanFlow identity, one JVP per step.
+
+Differentiating (r - t) u(z_t, r, t) = int_t^r v(z_s, s) ds in t along the trajectory (r fixed) gives
+
+    u(z_t, r, t) = v(z_t, t) + (r - t) d/dt u(z_t, r, t),   d/dt u = v . grad_z u + d_t u,
+
+the MeanFlow identity. The paper runs time from data (0) to noise (1) and writes - (t - r); in flowdiff's
+direction (noise at t = 0, data at t = 1, r >= t) the same average velocity gives the same identity, and
+sampling jumps forward: z_r = z_t + (r - t) u(z_t, r, t). The loss regresses u_theta(z_t, r, t) on the
+stop-gradient target v + (r - t) d/dt u_theta, where v is the conditional velocity of the path (its
+expectation given z_t is the marginal velocity, and the target is linear in v) and d/dt u_theta is one
+forward-mode JVP of the network with tangents (v, 0, 1) for (z, r, t).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from flowdiff.errors import IncompatibleError
+from flowdiff.learning.flowmaps.common import (
+    check_positive,
+    check_share,
+    check_time_options,
+    draw_time,
+    per_example,
+)
+from flowdiff.learning.flowmaps.maps import require_flow_map
+
+
+def _column(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(batch,) values shaped to broadcast against (batch, *shape)."""
+    return values.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def meanflow_target(velocity: torch.Tensor, derivative: torch.Tensor, t: torch.Tensor,
+                    r: torch.Tensor) -> torch.Tensor:
+    """The right side of the MeanFlow identity in flowdiff's direction: v(z, t) + (r - t) d/dt u(z, r, t)."""
+    return velocity + _column(r - t, velocity) * derivative
+
+
+def average_velocity_and_derivative(model, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor,
+                                    velocity: torch.Tensor, cond: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """u(z, r, t) and its total derivative d/dt u = v . grad_z u + d_t u by one `torch.func.jvp`.
+
+    Attention runs on the math kernel inside the JVP (the fused kernels have no forward-mode
+    derivative); any other layer without one is refused with an IncompatibleError.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def field(z_, r_, t_):
+        return model(z_, t_, r=r_, **cond)
+
+    try:
+        with sdpa_kernel([SDPBackend.MATH]):
+            return torch.func.jvp(field, (z, r, t), (velocity, torch.zeros_like(r), torch.ones_like(t)))
+    except (NotImplementedError, RuntimeError) as error:
+        text = str(error)
+        if "forward AD" not in text and "forward-mode" not in text and "jvp" not in text.lower():
+            raise
+        raise IncompatibleError("the MeanFlow loss differentiates the network in forward mode (a JVP), but one of "
+                                f"its layers cannot: {text.splitlines()[0]}; use layers with forward-mode support, "
+                                "or the shortcut loss, which needs no JVP") from None
+
+
+class MeanFlow:
+    """The MeanFlow loss: E sg(w) |u_theta(z_t, r, t) - sg(v + (r - t) d/dt u_theta)|^2 (see the module docstring).
+
+    Times: t and a second time s are drawn by `time_law` on [t_min, t_max] and ordered (t <= r); a
+    share `flow_share` of the pairs gets r = t, where the target is plain flow matching. Adaptive
+    weighting: w = 1 / (e + eps)^power with e the example's mean squared error (power = 0: plain L2).
+    """
+
+    name = "meanflow"
+    prediction = "velocity"
+    flow_map = True
+
+    def __init__(self, flow_share: float = 0.75, power: float = 1.0, eps: float = 1e-3, time_law: str = "uniform",
+                 t_min: float = 0.0, t_max: float = 1.0) -> None:
+        check_time_options(time_law, t_min, t_max)
+        self.flow_share = check_share("flow_share", flow_share)
+        self.power = 0.0 if power == 0 else check_positive("power", power)
+        self.eps = check_positive("eps", eps)
+        self.time_law, self.t_min, self.t_max = time_law, float(t_min), float(t_max)
+
+    def _options(self) -> dict:
+        return {"flow_share": self.flow_share, "power": self.power, "eps": self.eps, "time_law": self.time_law,
+                "t_min": self.t_min, "t_max": self.t_max}
+
+    def __call__(self, model, path, x1: torch.Tensor, y=None, coupling=None, label_dropout: float = 0.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """The loss on the minibatch x1 (the coupling pairs noise and data; labels are dropped for guidance)."""
+        from flowdiff.learning.losses import draw, path_batch
+
+        require_flow_map(model, "the MeanFlow loss")
+        first, cond = path_batch(model, path, x1, y, coupling, label_dropout, generator, self.t_min, self.t_max,
+                                 self.time_law)
+        n = x1.shape[0]
+        second = draw_time(n, self.time_law, self.t_min, self.t_max, generator, x1.device, x1.dtype)
+        same = draw("uniform", (n,), generator, x1.device, x1.dtype) < self.flow_share
+        t, r = torch.minimum(first.t, second), torch.maximum(first.t, second)
+        r = torch.where(same, t, r)
+        s = path.sample(first.x1, t, noise=first.noise)
+        u, derivative = average_velocity_and_derivative(model, s.x_t, t, r, s.velocity, cond)
+        target = meanflow_target(s.velocity, derivative, t, r).detach()
+        error = per_example(u - target)
+        weight = (error.detach() + self.eps).pow(-self.power) if self.power else 1.0
+        return (weight * error).mean()
+
+    def config(self) -> dict:
+        """A JSON-ready description: {"name": "meanflow", hyperparameters}."""
+        return {"name": self.name, **self._options()}
+
+    def __repr__(self) -> str:
+        return f"MeanFlow({', '.join(f'{k}={v!r}' for k, v in self._options().items())})"
