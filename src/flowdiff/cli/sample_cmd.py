@@ -98,6 +98,7 @@ def _sample(run_dir: Path, n: int, steps: int, solver: str | None, sigma: float,
         if distributed.is_main():  # a token run is sampled by one process
             sample_token_run(run, n, steps, ctmc, y, guidance, seed, out, force, categorical)
         return
+    run.check_fits(n if y is None else len(y), steps, guided=guidance != 1.0)  # before any noise is drawn
     generator = torch.Generator(device=run.device).manual_seed(seed)
     if grid == "learned":
         grid = learned_grid(run, solver, steps, sigma, seed)
@@ -106,7 +107,7 @@ def _sample(run_dir: Path, n: int, steps: int, solver: str | None, sigma: float,
         x = distributed.run_on_main(lambda: run.sample(n=n if y is None else len(y), y=y, generator=generator,
                                                        **options))
     else:
-        x0 = noise(n if y is None else len(y), tuple(run.data_info.shape), generator, run.device)
+        x0 = noise(n if y is None else len(y), run.state_shape, generator, run.device)
         x = distributed.split_rows(run.sample, x0, None if y is None else y.to(run.device), **options)
     if not distributed.is_main():
         return

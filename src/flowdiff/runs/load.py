@@ -68,8 +68,8 @@ class Run:
         from flowdiff.learning.training.memory import check_sampling_fits
 
         y = torch.zeros(1, dtype=torch.long, device=self.device) if self.num_classes is not None else None
-        shape = getattr(self.network, "data_shape", None) or self.data_info.shape  # a latent run: the codes
-        check_sampling_fits(self.model, shape, n, steps, self.device, y, 2.0 if guided else 1.0, saved_states)
+        check_sampling_fits(self.model, self.state_shape, n, steps, self.device, y, 2.0 if guided else 1.0,
+                            saved_states)
 
 
 def check_finite(network: nn.Module, file: Path) -> None:
