@@ -35,6 +35,8 @@ def test_train_sample_and_eval_a_token_run(cli, markov_run):
     assert all(0 <= row["total_variation"] <= 1 for row in result["rows"])
     # the ELBO bounds log p: on average below -H(p) (up to its standard error)
     assert result["elbo_nats"] < -result["entropy_nats"] + 4 * result["elbo_standard_error"]
+    done = cli("report", markov_run)
+    assert done.returncode == 2 and "discrete (token) run" in done.stderr and done.stderr.count("\n") == 1
 
 
 def test_a_text_run_writes_decoded_text(cli, tmp_path):

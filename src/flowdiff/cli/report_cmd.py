@@ -28,6 +28,9 @@ def report_command(
     from flowdiff.runs.layout import read_config
 
     data = read_config(run_dir).get("data", {})
+    if data.get("kind") == "tokens":
+        raise IncompatibleError(f"{run_dir} is a discrete (token) run; the report draws ODE samples of vectors or "
+                                f"images: use flowdiff sample {run_dir} and flowdiff eval {run_dir}")
     if guidance is not None and data.get("num_classes") is None:
         raise IncompatibleError(f"--guidance needs a label-conditioned model, but {run_dir} was trained "
                                 "without labels (drop --guidance)")
