@@ -40,9 +40,6 @@ def build_network(config: TrainConfig, dataset: Dataset) -> nn.Module:
     from flowdiff.learning.models import MLP, build_model, default_image_model
 
     images = dataset.kind == "images"
-    if config.model == "autoencoder":
-        raise InvalidInputError("the autoencoder is not a vector field; train a flow with the mlp, unet or dit model "
-                                "(an autoencoder run serves as the latent space of one)")
     if images and config.model == "mlp":
         raise InvalidInputError("the mlp model takes vectors; for images use the unet or dit model")
     if not images and config.model not in ("default", "mlp"):
