@@ -16,7 +16,7 @@ they stay what a quiet machine's wall-clock would be, while wall-clock varies wi
 The Fréchet distance compares generated images drawn with half B's labels against half A of the
 real images; B itself against A is the real-data baseline (same sample size, same bias).
 
-    python benchmarks/latent_vs_pixel.py                            # 8x8 digits, ~15 min on one CPU thread
+    python benchmarks/latent_vs_pixel.py                            # 8x8 digits, on one CPU thread
     python benchmarks/latent_vs_pixel.py --data mnist --budget 600  # the 28x28 MNIST-5k subset
 """
 

@@ -9,7 +9,7 @@ import torch
 
 import flowdiff as fd
 from flowdiff.errors import InvalidInputError
-from flowdiff.learning.models import Autoencoder, AutoencoderLoss, build_model
+from flowdiff.learning.models import Autoencoder, AutoencoderLoss
 from flowdiff.learning.models.autoencoder import gaussian_kl
 
 
@@ -20,7 +20,9 @@ def test_shapes_codes_and_crops(size, latent):
     mean, log_var = model.encode(x)
     assert model.latent_shape == latent and mean.shape == log_var.shape == (3, *latent)
     assert model.decode(mean).shape == x.shape and model(x, torch.tensor(0.5)).shape == x.shape
-    rebuilt = build_model(model.config())
+    config = model.config()
+    assert config.pop("name") == "autoencoder"
+    rebuilt = Autoencoder(**config)
     rebuilt.load_state_dict(model.state_dict())
     assert torch.equal(rebuilt.eval()(x), model(x))
 

@@ -751,7 +751,7 @@ def test_a_loss_that_becomes_nan_stops_training_with_advice():
     ({"coupling": "x"}, "unknown coupling 'x'; choose one of: independent, ot, sinkhorn"),
     ({"time_law": "late"}, "unknown time law 'late'; choose one of: uniform, early"),
     ({"schedule": "x"}, "unknown schedule 'x'; choose one of: linear, cosine, polynomial, vp"),
-    ({"model": "x"}, "unknown model 'x'; choose one of: mlp, unet, dit, token_mlp, token_dit, autoencoder"),
+    ({"model": "x"}, "unknown model 'x'; choose one of: mlp, unet, dit, token_mlp, token_dit"),
     ({"hidden": "a,b"}, "hidden must be a comma-separated list of ints, got 'a,b'"),
     ({"hidden": []}, "hidden must be positive layer widths like 256,256,256, got []"),
     ({"hidden": 5}, "hidden must be positive layer widths like 256,256,256, got 5"),

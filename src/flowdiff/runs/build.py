@@ -77,9 +77,6 @@ def build_network(config: TrainConfig, dataset: Dataset | DataInfo) -> nn.Module
 
     info = dataset if isinstance(dataset, DataInfo) else dataset.info
     images = info.kind == "images"
-    if config.model == "autoencoder":
-        raise InvalidInputError("the autoencoder is not a vector field; train a flow with the mlp, unet or dit model "
-                                "(an autoencoder run serves as the latent space of one)")
     if images and config.model == "mlp":
         raise InvalidInputError("the mlp model takes vectors; for images use the unet or dit model")
     if not images and config.model not in ("default", "mlp"):

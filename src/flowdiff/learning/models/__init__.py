@@ -26,9 +26,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "dit": DiT,
     "token_mlp": TokenMLP,
     "token_dit": TokenDiT,
-    "autoencoder": Autoencoder,
 }
-"""Model classes by name (the "name" entry of a model's config)."""
+"""Model classes by name (the "name" entry of a model's config). The `Autoencoder` is not a vector field and is
+not among them: its runs rebuild it themselves (`flowdiff.runs.autoencoder`)."""
 
 
 def build_model(config: dict) -> nn.Module:
