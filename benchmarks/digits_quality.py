@@ -98,14 +98,11 @@ def main(argv=None) -> dict:
         torch.backends.cudnn.benchmark = True
 
     from flowdiff.data.images import load_images
-    from flowdiff.learning.classifier import (
-        conditional_accuracy,
-        feature_frechet_distance,
-        load_or_train_classifier,
-    )
+    from flowdiff.learning.classifier import conditional_accuracy, feature_frechet_distance
     from flowdiff.learning.training.trainer import Trainer
     from flowdiff.paths.gaussian_path import GaussianPath
     from flowdiff.plots.images import save_image_strip, save_labelled_rows
+    from flowdiff.runs.classifier_cache import load_or_train_classifier
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
