@@ -52,7 +52,7 @@ def sample_command(
                              "solver and --steps, stored in RUN/grids.json on first use)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
     compile_steps: bool = typer.Option(False, "--compile", help="Run each step of a fixed-step ODE solver as one "
-                                       "torch.compile graph (pays on GPUs and long runs; compiling takes seconds)."),
+                                       "torch.compile graph (compiling takes seconds to minutes; docs/sampling.md)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     ctmc: str = typer.Option("euler", "--ctmc", parser=choice(["euler", "first_hitting"], "CTMC sampler"),
                              help="Sampler of a discrete (token) run: euler (--steps steps) or first_hitting (mask "
