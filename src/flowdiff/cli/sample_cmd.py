@@ -101,7 +101,7 @@ def _sample(run_dir: Path, n: int, steps: int, solver: str | None, sigma: float,
     run.check_fits(n if y is None else len(y), steps, guided=guidance != 1.0)  # before any noise is drawn
     generator = torch.Generator(device=run.device).manual_seed(seed)
     if grid == "learned":
-        grid = learned_grid(run, solver, steps, sigma, seed)
+        grid = distributed.run_on_main(lambda: learned_grid(run, solver, steps, sigma, seed))  # one writer
     options = dict(steps=steps, solver=solver, sigma=sigma, guidance=guidance, grid=grid, compile=compile_steps)
     if sigma > 0:  # the SDE draws as it goes: one process draws it all
         x = distributed.run_on_main(lambda: run.sample(n=n if y is None else len(y), y=y, generator=generator,
