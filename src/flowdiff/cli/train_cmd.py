@@ -131,7 +131,7 @@ def train_command(
     report: bool = typer.Option(True, "--report/--no-report", help="Write a quick RUN/run_report.html after "
                                 "training (8 ODE steps; `flowdiff report RUN` draws a fuller one)."),
 ) -> None:
-    """Train a flow (or score) model; writes config.json, metrics.jsonl and checkpoints to --out."""
+    """Train a flow, score, flow-map or token model (--method); writes config.json, metrics and checkpoints to --out."""
     from flowdiff.learning.training.config import read_toml
 
     given = dict(data=data, steps=steps, batch_size=batch, lr=lr, hidden=hidden, model=model, schedule=schedule,
