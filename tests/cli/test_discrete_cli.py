@@ -92,3 +92,25 @@ def test_tokens_outside_a_runs_vocabulary_are_one_line_and_write_nothing(cli, tm
                "--hidden", "8", "--quiet", "--resume")
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "checksum differs" in done.stderr
     assert json.loads((out / "config.json").read_text())["path"]["vocab_size"] == 4
+
+
+def test_a_stopped_token_run_resumes_to_the_weights_of_an_uninterrupted_one(cli, tmp_path):
+    """A discrete run stopped at step 6 and resumed by `train --resume` ends with the uninterrupted run's weights."""
+    from safetensors.torch import load_file
+
+    from flowdiff.learning.training.config import TrainConfig
+    from flowdiff.runs.discrete import build_discrete_trainer
+
+    config = TrainConfig(data="markov_tokens", method="discrete", n_data=500, hidden=(16,), steps=12, batch_size=16,
+                         warmup=2, checkpoint_every=6, device="cpu", labels=False)
+    build_discrete_trainer(config, tmp_path / "whole").fit()
+    build_discrete_trainer(config, tmp_path / "stopped").fit(until=6)
+    assert json.loads((tmp_path / "stopped" / "checkpoints" / "latest.json").read_text())["step"] == 6
+    done = cli("train", "--out", tmp_path / "stopped", "--resume", "--quiet")
+    assert done.returncode == 0, done.stderr
+    for name in ("whole", "stopped"):
+        assert json.loads((tmp_path / name / "checkpoints" / "latest.json").read_text())["step"] == 12
+    for file in ("model.safetensors", "ema.safetensors"):
+        whole, resumed = (load_file(tmp_path / name / "checkpoints" / "step_00000012" / file)
+                          for name in ("whole", "stopped"))
+        assert whole.keys() == resumed.keys() and all(bool((whole[k] == resumed[k]).all()) for k in whole)
