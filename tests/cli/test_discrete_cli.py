@@ -33,8 +33,12 @@ def test_train_sample_and_eval_a_token_run(cli, markov_run):
     result = json.loads((markov_run / "eval.json").read_text())
     assert [row["nfe"] for row in result["rows"]] == [2, 8, 3]
     assert all(0 <= row["total_variation"] <= 1 for row in result["rows"])
-    # the ELBO bounds log p: on average below -H(p) (up to its standard error)
-    assert result["elbo_nats"] < -result["entropy_nats"] + 4 * result["elbo_standard_error"]
+    # the ELBO bounds log p: on average below -H(p) (up to its standard error), on the training sequences and
+    # on held-out ones (fresh draws of the toy's law, not the training draws)
+    assert result["elbo_data"] == "training sequences" and "fresh draws" in result["held_out"]["data"]
+    for estimate in (result, result["held_out"]):
+        assert estimate["elbo_nats"] < -result["entropy_nats"] + 4 * estimate["elbo_standard_error"]
+        assert estimate["bits_per_token"] > 0
     done = cli("report", markov_run)
     assert done.returncode == 2 and "discrete (token) run" in done.stderr and done.stderr.count("\n") == 1
 
@@ -53,6 +57,10 @@ def test_a_text_run_writes_decoded_text(cli, tmp_path):
 
 @pytest.mark.parametrize("make, args, message", [
     (lambda d: np.save(d / "f.npy", np.random.rand(20, 3)), ["--data", "f.npy"], "must be integers"),
+    (lambda d: np.save(d / "f.npy", np.ones((20, 3), np.float32)), ["--data", "f.npy"], "dtype float32"),
+    (lambda d: np.savez(d / "f.npz", tokens=np.ones((20, 3)), y=np.zeros(20, int)), ["--data", "f.npz"],
+     "must be integers"),
+    (lambda d: np.save(d / "f.npy", np.array([[0, 1], [-1, 2]])), ["--data", "f.npy"], "must be >= 0"),
     (lambda d: None, ["--data", "markov_tokens", "--source", "gaussian"], "--source"),
     (lambda d: None, ["--data", "markov_tokens", "--schedule", "vp"], "unknown kappa schedule"),
     (lambda d: None, ["--data", "markov_tokens", "--model", "unet"], "token data uses token_mlp"),
@@ -64,3 +72,45 @@ def test_bad_input_is_one_line_and_writes_no_run(cli, tmp_path, monkeypatch, mak
     done = cli("train", "--method", "discrete", "--out", "run", "--steps", "2", "--quiet", *args)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and message in done.stderr
     assert done.stderr.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+def test_tokens_outside_a_runs_vocabulary_are_one_line_and_write_nothing(cli, tmp_path):
+    """A run trained on tokens 0..3 whose file then grows token 7: eval and resume refuse, in one line each."""
+    data = tmp_path / "t.npy"
+    np.save(data, np.random.default_rng(0).integers(0, 4, (64, 3)))
+    out = tmp_path / "run"
+    done = cli("train", "--data", data, "--method", "discrete", "--out", out, "--steps", "3", "--batch", "8",
+               "--hidden", "8", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "config.json").read_text())["path"]["vocab_size"] == 4
+    np.save(data, np.random.default_rng(0).integers(0, 8, (64, 3)))
+    done = cli("eval", out, "--nfe", "2", "--n", "20")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith("error: ") and "outside the vocabulary 0..3" in done.stderr
+    assert not (out / "eval.json").exists()
+    done = cli("train", "--data", data, "--method", "discrete", "--out", out, "--steps", "3", "--batch", "8",
+               "--hidden", "8", "--quiet", "--resume")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "checksum differs" in done.stderr
+    assert json.loads((out / "config.json").read_text())["path"]["vocab_size"] == 4
+
+
+def test_a_stopped_token_run_resumes_to_the_weights_of_an_uninterrupted_one(cli, tmp_path):
+    """A discrete run stopped at step 6 and resumed by `train --resume` ends with the uninterrupted run's weights."""
+    from safetensors.torch import load_file
+
+    from flowdiff.learning.training.config import TrainConfig
+    from flowdiff.runs.discrete import build_discrete_trainer
+
+    config = TrainConfig(data="markov_tokens", method="discrete", n_data=500, hidden=(16,), steps=12, batch_size=16,
+                         warmup=2, checkpoint_every=6, device="cpu", labels=False)
+    build_discrete_trainer(config, tmp_path / "whole").fit()
+    build_discrete_trainer(config, tmp_path / "stopped").fit(until=6)
+    assert json.loads((tmp_path / "stopped" / "checkpoints" / "latest.json").read_text())["step"] == 6
+    done = cli("train", "--out", tmp_path / "stopped", "--resume", "--quiet")
+    assert done.returncode == 0, done.stderr
+    for name in ("whole", "stopped"):
+        assert json.loads((tmp_path / name / "checkpoints" / "latest.json").read_text())["step"] == 12
+    for file in ("model.safetensors", "ema.safetensors"):
+        whole, resumed = (load_file(tmp_path / name / "checkpoints" / "step_00000012" / file)
+                          for name in ("whole", "stopped"))
+        assert whole.keys() == resumed.keys() and all(bool((whole[k] == resumed[k]).all()) for k in whole)

@@ -44,6 +44,7 @@ def test_files_of_tokens_labels_and_text(tmp_path):
 
 @pytest.mark.parametrize("make, message", [
     (lambda d: np.save(d / "f.npy", np.random.rand(5, 3)), "must be integers"),
+    (lambda d: np.savez(d / "f.npz", tokens=np.ones((5, 3), np.float32)), "dtype float32"),
     (lambda d: np.save(d / "f.npy", np.array([[0, -1]])), ">= 0"),
     (lambda d: np.savez(d / "f.npz", other=np.zeros((3, 2), int)), "'tokens'"),
     (lambda d: (d / "f.txt").write_text("short"), "at least"),

@@ -118,12 +118,28 @@ def build_token_run(config: dict, network: nn.Module, run_dir: Path, step: int) 
                     directory=run_dir, step=step, network=network)
 
 
+HELD_OUT_SEED = 1_000_003
+"""Added to the eval seed for the held-out draws of a toy law, so that they are not the training draws."""
+
+
+def _elbo_summary(run: TokenRun, x: torch.Tensor, y: torch.Tensor | None, samples: int,
+                  generator: torch.Generator) -> dict:
+    """Mean ELBO (nats per sequence), its standard error and bits per token of the sequences `x`."""
+    from flowdiff.learning.discrete import elbo
+
+    estimate = elbo(run.model, run.path, x.to(run.device), None if y is None else y.to(run.device),
+                    samples=samples, generator=generator)
+    return {"elbo_nats": float(estimate.nats.mean()),
+            "elbo_standard_error": float(estimate.nats.std() / len(estimate.nats) ** 0.5),
+            "bits_per_token": float(estimate.bits_per_token.mean())}
+
+
 def evaluate_token_run(run: TokenRun, steps: Sequence[int] = (4, 16, 64), n: int = 2000, seed: int = 0,
                        elbo_samples: int = 16) -> dict:
-    """ELBO (nats per sequence, bits per token) of training sequences; where the law is known (a toy set), the
+    """ELBO (nats per sequence, bits per token) of `n` training sequences ("elbo_data" says so); where the law
+    is known (a toy set) also the ELBO of `n` held-out sequences (fresh draws of the law, "held_out"), and the
     total variation between samples and the law at each number of Euler steps (and first hitting)."""
     from flowdiff.data.tokens import token_law
-    from flowdiff.learning.discrete import elbo
 
     training = run.config.get("training", {})
     config = TrainConfig.from_dict(training, source=f"{run.directory}/config.json")
@@ -132,9 +148,13 @@ def evaluate_token_run(run: TokenRun, steps: Sequence[int] = (4, 16, 64), n: int
         raise IncompatibleError(f"the data {config.data} has sequences of length {data.x.shape[1]}, the run "
                                 f"{run.data_info.shape[0]}")
     generator = torch.Generator(device=run.device).manual_seed(seed)
-    estimate = elbo(run.model, run.path, data.x.to(run.device), None if data.y is None else data.y.to(run.device),
-                    samples=elbo_samples, generator=generator)
+    result = {"n": n, "elbo_data": "training sequences",
+              **_elbo_summary(run, data.x, data.y, elbo_samples, generator)}
     rows, law = [], token_law(str(config.data))
+    if law is not None:
+        fresh = law.sample(n, torch.Generator().manual_seed(HELD_OUT_SEED + seed))
+        result["held_out"] = {"data": f"{n} fresh draws of the known law (seed {HELD_OUT_SEED + seed})",
+                              **_elbo_summary(run, fresh, None, elbo_samples, generator)}
     methods = [("euler", s) for s in steps] + ([("first_hitting", 0)] if run.path.mask_token is not None else [])
     for method, count in methods:
         drawn = run.sample(n, steps=max(count, 1), method=method, generator=generator)
@@ -142,9 +162,7 @@ def evaluate_token_run(run: TokenRun, steps: Sequence[int] = (4, 16, 64), n: int
         if law is not None:
             row["total_variation"] = law.total_variation(drawn.tokens.cpu())
         rows.append(row)
-    result = {"n": n, "elbo_nats": float(estimate.nats.mean()),
-              "elbo_standard_error": float(estimate.nats.std() / len(estimate.nats) ** 0.5),
-              "bits_per_token": float(estimate.bits_per_token.mean()), "rows": rows}
+    result["rows"] = rows
     if law is not None:
         positive = law.weights[law.weights > 0]
         result["entropy_nats"] = float(-(positive * positive.log()).sum())
