@@ -74,8 +74,9 @@ def test_bad_input_is_one_line_and_writes_no_run(cli, tmp_path, monkeypatch, mak
     assert done.stderr.count("\n") == 1 and not (tmp_path / "run").exists()
 
 
-def test_tokens_outside_a_runs_vocabulary_are_one_line_and_write_nothing(cli, tmp_path):
-    """A run trained on tokens 0..3 whose file then grows token 7: eval and resume refuse, in one line each."""
+def test_token_data_changed_under_a_run_is_one_line_and_writes_nothing(cli, tmp_path):
+    """A run trained on tokens 0..3 whose file then changes (one token within the vocabulary; then a token 7): eval
+    and resume refuse, in one line each, naming the change."""
     data = tmp_path / "t.npy"
     np.save(data, np.random.default_rng(0).integers(0, 4, (64, 3)))
     out = tmp_path / "run"
@@ -83,10 +84,16 @@ def test_tokens_outside_a_runs_vocabulary_are_one_line_and_write_nothing(cli, tm
                "--hidden", "8", "--quiet")
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "config.json").read_text())["path"]["vocab_size"] == 4
+    tokens = np.load(data)
+    tokens[0, 0] = (tokens[0, 0] + 1) % 4  # still inside the vocabulary: only the checksum tells
+    np.save(data, tokens)
+    done = cli("eval", out, "--nfe", "2", "--n", "20")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith("error: ") and "changed since" in done.stderr and "checksum differs" in done.stderr
     np.save(data, np.random.default_rng(0).integers(0, 8, (64, 3)))
     done = cli("eval", out, "--nfe", "2", "--n", "20")
     assert done.returncode == 2 and done.stderr.count("\n") == 1
-    assert done.stderr.startswith("error: ") and "outside the vocabulary 0..3" in done.stderr
+    assert done.stderr.startswith("error: ") and "changed since" in done.stderr
     assert not (out / "eval.json").exists()
     done = cli("train", "--data", data, "--method", "discrete", "--out", out, "--steps", "3", "--batch", "8",
                "--hidden", "8", "--quiet", "--resume")

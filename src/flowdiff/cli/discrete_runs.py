@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from flowdiff.atomic import save_npz, write_json, write_text
 from flowdiff.cli.options import refuse_overwrite
 from flowdiff.errors import InvalidInputError
 
@@ -26,12 +26,11 @@ def sample_token_run(run, n: int, steps: int, method: str, y, guidance: float, s
                        generator=torch.Generator(device=run.device).manual_seed(seed))
     tokens = drawn.tokens.cpu().numpy()
     arrays = {"tokens": tokens, "nfe": np.array(drawn.nfe)} | ({} if y is None else {"y": y.cpu().numpy()})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, **arrays)
+    save_npz(out, **arrays)
     written = [out]
     if text_file is not None:
         lines = [line.replace("\n", "\u2424") for line in run.decode(drawn.tokens)]  # a newline drawn as ␤
-        text_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        write_text(text_file, "\n".join(lines) + "\n")
         written.append(text_file)
     print(f"sampled {len(tokens)} sequences of {tokens.shape[1]} tokens with the {method} CTMC sampler "
           f"(NFE {drawn.nfe}); wrote {' and '.join(map(str, written))}")
@@ -44,10 +43,13 @@ def eval_token_run(run, steps: list[int], n: int, seed: int, out_dir: Path, forc
     file = Path(out_dir) / "eval.json"
     refuse_overwrite([file], force)
     result = evaluate_token_run(run, steps=steps, n=n, seed=seed)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_text(json.dumps(result, indent=2))
+    write_json(file, result)
     print(f"ELBO of {result['n']} training sequences: {result['elbo_nats']:.4f} ± {result['elbo_standard_error']:.4f}"
           f" nats per sequence, {result['bits_per_token']:.4f} bits per token")
+    if "held_out" in result:
+        held = result["held_out"]
+        print(f"ELBO of {held['data']}: {held['elbo_nats']:.4f} ± {held['elbo_standard_error']:.4f} nats per "
+              f"sequence, {held['bits_per_token']:.4f} bits per token")
     if "entropy_nats" in result:
         print(f"the data's law is known: log-likelihood (minus its entropy) {-result['entropy_nats']:.4f} nats")
     for row in result["rows"]:

@@ -134,6 +134,23 @@ def _elbo_summary(run: TokenRun, x: torch.Tensor, y: torch.Tensor | None, sample
             "bits_per_token": float(estimate.bits_per_token.mean())}
 
 
+def check_tokens_unchanged(run: TokenRun, config: TrainConfig) -> None:
+    """Refuse to evaluate against token data that is no longer what the run was trained on (its checksum)."""
+    from flowdiff.learning.training.batches import fingerprint
+
+    stored = run.config.get("resolved", {}).get("data_checksum")
+    if stored is None:
+        return  # not recorded (a run of the Python API): nothing to compare with
+    try:
+        data = load_token_data(config)
+    except InvalidInputError as error:
+        raise InvalidInputError(f"the data {config.data} changed since {run.directory} was trained on it: "
+                                f"{error}") from None
+    if fingerprint(data.x, None if data.y is None else data.y.long()) != stored:
+        raise InvalidInputError(f"the data {config.data} changed since {run.directory} was trained on it (its "
+                                "checksum differs); evaluate against the data the run was trained on, or train again")
+
+
 def evaluate_token_run(run: TokenRun, steps: Sequence[int] = (4, 16, 64), n: int = 2000, seed: int = 0,
                        elbo_samples: int = 16) -> dict:
     """ELBO (nats per sequence, bits per token) of `n` training sequences ("elbo_data" says so); where the law
@@ -143,6 +160,7 @@ def evaluate_token_run(run: TokenRun, steps: Sequence[int] = (4, 16, 64), n: int
 
     training = run.config.get("training", {})
     config = TrainConfig.from_dict(training, source=f"{run.directory}/config.json")
+    check_tokens_unchanged(run, config)
     data = load_token_data(config.updated(n_data=n), vocab_size=run.path.vocab_size)
     if tuple(data.x.shape[1:]) != tuple(run.data_info.shape):
         raise IncompatibleError(f"the data {config.data} has sequences of length {data.x.shape[1]}, the run "
