@@ -6,7 +6,7 @@ batch 256, the same minibatches, no EMA or clipping; only the loss differs:
 
 - fd flow (I-CFM):   fd.flow_matching_loss, independent pairs       -> sampled with Euler steps (NFE = steps)
 - fd flow (OT):      the same with minibatch OT pairs                -> Euler steps
-- fd MeanFlow:       flowdiff.learning.flowmaps.MeanFlow()           -> flow-map jumps (NFE = steps)
+- fd MeanFlow:       flowdiff.learning.flowmaps.MeanFlow() (power 0) -> flow-map jumps (NFE = steps)
 - fd shortcut:       flowdiff.learning.flowmaps.Shortcut()           -> flow-map jumps
 - torchcfm OT-CFM:   ExactOptimalTransportConditionalFlowMatcher     -> torchdiffeq odeint, Euler
 - flow_matching:     AffineProbPath(CondOTScheduler()) (I-CFM)       -> its ODESolver, Euler

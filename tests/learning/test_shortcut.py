@@ -24,6 +24,22 @@ def test_with_no_consistency_share_the_loss_is_flow_matching_on_the_same_draws()
     assert torch.equal(got, want)
 
 
+def test_at_the_finest_step_the_target_takes_two_half_steps_with_the_velocity():
+    """At d <= finest the target queries u(x, t, t), the level flow matching trains: it is two Euler steps of the
+    velocity averaged (Heun's predictor); at coarser d it queries the interval d, which differs."""
+    from helpers import randomize
+
+    from flowdiff.learning.flowmaps import shortcut_target
+
+    model = randomize(MLP(2, hidden=(16,), flow_map=True))
+    x, t, d = torch.randn(8, 2), torch.full((8,), 0.3), torch.full((8,), 1 / 16)
+    with torch.no_grad():
+        first = model(x, t)
+        want = 0.5 * (first + model(x + d[:, None] * first, t + d))
+        assert torch.equal(shortcut_target(model, x, t, d, finest=1 / 16), want)
+        assert (shortcut_target(model, x, t, d, finest=1 / 32) - want).abs().max() > 1e-3
+
+
 def test_the_step_sizes_are_dyadic_and_two_of_them_fit_in_the_unit_interval():
     d = Shortcut(max_steps=16).step_sizes(4000, torch.Generator().manual_seed(0), "cpu", torch.float32)
     values, counts = torch.unique(d, return_counts=True)

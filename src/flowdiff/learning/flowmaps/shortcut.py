@@ -8,7 +8,8 @@ exact map is consistent under composition: one step of size 2d equals two steps 
 
 Training regresses u_theta(x_t, t, t) on the conditional velocity (flow matching, d = 0) on part of the
 batch and u_theta(x_t, t + 2d, t) on the stop-gradient right side above on the rest, with d drawn from
-the dyadic sizes 1/M, 2/M, ..., 1/2 (M = `max_steps`) and t uniform on [0, 1 - 2d].
+the dyadic sizes 1/M, 2/M, ..., 1/2 (M = `max_steps`) and t uniform on [0, 1 - 2d]; at the finest d = 1/M
+the two half steps use the velocity u(x, t, t), the level flow matching trains (the paper's choice).
 """
 
 from __future__ import annotations
@@ -26,11 +27,17 @@ def _column(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.reshape(-1, *([1] * (like.ndim - 1)))
 
 
-def shortcut_target(model, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, **cond) -> torch.Tensor:
-    """(u(x, t + d, t) + u(x + d u(x, t + d, t), t + 2d, t + d)) / 2: two steps of size d as one of 2d."""
-    first = model(x, t, r=t + d, **cond)
+def shortcut_target(model, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, finest: float = 0.0,
+                    **cond) -> torch.Tensor:
+    """(u(x, t + d, t) + u(x + d u(x, t + d, t), t + 2d, t + d)) / 2: two steps of size d as one of 2d.
+
+    Steps d <= `finest` query the network at r = t (its velocity, the level flow matching trains) instead of
+    at the never-trained interval d, as the paper does for its smallest step 1/M.
+    """
+    h = torch.where(d <= finest, torch.zeros_like(d), d)
+    first = model(x, t, r=t + h, **cond)
     middle = x + _column(d, x) * first
-    return 0.5 * (first + model(middle, t + d, r=t + 2 * d, **cond))
+    return 0.5 * (first + model(middle, t + d, r=t + d + h, **cond))
 
 
 class Shortcut:
@@ -82,7 +89,8 @@ class Shortcut:
             t_k = (1 - 2 * d) * draw("uniform", (k,), generator, x1.device, x1.dtype)
             part = path.sample(s.x1[:k], t_k, noise=s.noise[:k])
             with torch.no_grad():
-                bootstrap = shortcut_target(model, part.x_t, t_k, d, **{key: v[:k] for key, v in cond.items()})
+                bootstrap = shortcut_target(model, part.x_t, t_k, d, 1 / self.max_steps,
+                                            **{key: v[:k] for key, v in cond.items()})
             x_t, t = torch.cat([part.x_t, x_t[k:]]), torch.cat([t_k, t[k:]])
             r, target = torch.cat([t_k + 2 * d, r[k:]]), torch.cat([bootstrap, target[k:]])
         return per_example(model(x_t, t, r=r, **cond) - target).mean()
