@@ -87,6 +87,7 @@ def run_scenarios(folder, other_run=None) -> dict:
         results["other_resumed"] = weights(trainer(out=other_run, resume=True).fit().model)
     results["locked"] = locked_run(folder / "locked")
     results["nan"] = nan_on_last_rank(folder)
+    results["nan_between_logs"] = nan_on_last_rank(folder, log_every=12)
     try:
         trainer(batch_size=GLOBAL_BATCH + 1)
         results["odd_batch"] = None
@@ -125,9 +126,10 @@ def locked_run(out) -> str | None:
     return None
 
 
-def nan_on_last_rank(folder) -> dict:
-    """A run whose loss turns NaN at its 6th step on the last rank only: the error each rank raises, and the
-    step of the checkpoint left behind."""
+def nan_on_last_rank(folder, log_every: int = 4) -> dict:
+    """A run whose loss turns NaN at its 6th step on the last rank only (checkpoints every 4 steps, the loss
+    logged every `log_every`): the error each rank raises, the step of the checkpoint left behind, and whether
+    every weight of that checkpoint is finite."""
     calls = []
 
     def loss(model, path, x1, **batch):
@@ -136,12 +138,14 @@ def nan_on_last_rank(folder) -> dict:
         bad = len(calls) == 6 and distributed.rank() == distributed.world_size() - 1
         return value * float("nan") if bad else value
 
-    run = folder / "nan"
+    run = folder / f"nan_log{log_every}"
     try:
-        trainer(out=run, loss=loss, coupling="independent").fit()
+        trainer(out=run, loss=loss, coupling="independent", log_every=log_every).fit()
         return {"error": None}
     except FlowdiffError as error:
-        return {"error": str(error), "checkpoint": load(run).step}
+        kept = [load(run, weights=which) for which in ("model", "ema")]
+        finite = all(bool(torch.isfinite(p).all()) for run in kept for p in run.model.parameters())
+        return {"error": str(error), "checkpoint": kept[0].step, "finite": finite}
 
 
 def _worker(rank: int, world: int, folder, scenario, args) -> None:

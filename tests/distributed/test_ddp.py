@@ -103,3 +103,12 @@ def test_a_nan_loss_on_one_rank_stops_every_rank_and_keeps_the_last_checkpoint(r
     for rank in [one, *ranks]:  # the loss is all-reduced: the NaN of rank 1 is every rank's, at the same log step
         assert rank["nan"]["error"].startswith("the loss became nan by step 8")
         assert rank["nan"]["checkpoint"] == 4  # the checkpoint before the bad step loads
+
+
+def test_a_nan_between_two_log_steps_never_reaches_a_checkpoint(results):
+    """Loss NaN at step 6 on rank 1, logged only at step 12: DDP averages the NaN gradients into every rank's
+    weights, and the checkpoint of step 8 (before any log step) is refused; step 4's stays and loads."""
+    one, ranks, _ = results
+    for rank in [one, *ranks]:
+        assert rank["nan_between_logs"]["error"].startswith("the weights (or their EMA) became NaN or inf by step 8")
+        assert rank["nan_between_logs"]["checkpoint"] == 4 and rank["nan_between_logs"]["finite"]
