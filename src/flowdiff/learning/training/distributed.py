@@ -77,10 +77,16 @@ def init_from_env(device: str = "auto") -> bool:
     return True
 
 
-def close() -> None:
-    """Destroy the default process group, if there is one."""
+def close(wait: bool = True) -> None:
+    """Destroy the default process group, if there is one; with `wait`, once every rank has arrived (a rank that
+    tears its connections down while another still talks to it can abort at exit). A rank leaving on an error does
+    not wait: the others may never arrive."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if wait:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 @contextlib.contextmanager
@@ -89,9 +95,12 @@ def process_group(device: str = "auto") -> Iterator[None]:
     started = init_from_env(device)
     try:
         yield
-    finally:
+    except BaseException:
         if started:
-            close()
+            close(wait=False)
+        raise
+    if started:
+        close()
 
 
 def training_device(device: torch.device) -> torch.device:
