@@ -37,7 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--grids", default="uniform,rho", help="grids evaluated for every solver and budget")
     parser.add_argument("--nfe", default="4,6,8,10,16")
     parser.add_argument("--learned", default="euler:8,heun:8",
-                        help="comma-separated solver:NFE pairs whose learned grid is fitted and evaluated ('' for none)")
+                        help="comma-separated solver:NFE pairs whose learned grid is fitted and evaluated "
+                             "('' for none)")
     parser.add_argument("--grid-n", type=int, default=64, help="noise draws of a learned grid's fit")
     parser.add_argument("--grid-iterations", type=int, default=40, help="Adam iterations of a learned grid's fit")
     parser.add_argument("--reference", default="heun:100", help="solver:NFE of the reference setting")
@@ -58,8 +59,8 @@ def rows_of(result: dict) -> list[dict]:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    from flowdiff.learning.sampling.learned_grid import learn_grid
     from flowdiff.dynamics.solvers import get_solver
+    from flowdiff.learning.sampling.learned_grid import learn_grid
     from flowdiff.runs.evaluation import evaluate_run
     from flowdiff.runs.learned_grids import find_grid, store_grid
     from flowdiff.runs.load import load
