@@ -46,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--nfe", default="10,100", help="Heun NFE budgets (2 network calls per step)")
     parser.add_argument("--guidance", default="1,3")
+    parser.add_argument("--samples", type=int, default=0,
+                        help="generated images per setting (the first N labels of half B; 0: all of half B)")
     parser.add_argument("--classifier-steps", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
@@ -153,7 +155,10 @@ def main(argv=None) -> dict:
                                        generator=torch.Generator().manual_seed(args.seed))
     split = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed + 7))
     half_a, half_b = split[: len(data) // 2], split[len(data) // 2 :]
+    if args.samples:
+        half_b = half_b[: args.samples]  # the baseline uses the same sample size as the generated images
     reference, labels = data.images[half_a], data.labels[half_b]
+    results["samples_per_setting"] = len(half_b)
     results["classifier_test_accuracy"] = trained.test_accuracy
     results["baseline_feature_fd"] = feature_frechet_distance(trained.classifier, reference, data.images[half_b])
     print(f"classifier held-out accuracy {trained.test_accuracy:.4f}; real baseline FD "
