@@ -118,6 +118,12 @@ def build_trainer(config: TrainConfig, out: str | Path | None = None, resume: bo
                    hooks=[*run_hooks(out, info, resume, force), *hooks])
 
 
+def data_changed(data, directory, why: str = "its checksum differs") -> InvalidInputError:
+    """The one error for training data that is no longer what a run was trained on."""
+    return InvalidInputError(f"the data {data} changed since {directory} was trained on it ({why}); evaluate against "
+                             "the data the run was trained on, or train again")
+
+
 def check_data_unchanged(config: dict, directory: str | Path) -> None:
     """Refuse when the data a run was trained on (a file or an image set) no longer has its recorded checksum."""
     from flowdiff.learning.training.batches import fingerprint
@@ -129,12 +135,9 @@ def check_data_unchanged(config: dict, directory: str | Path) -> None:
         return  # not recorded (a run of the Python API): nothing to compare with
     if training.get("stream"):
         if load_stream(TrainConfig.from_dict(training, source=f"{directory}/config.json"))[0].checksum() != stored:
-            raise InvalidInputError(f"the data {training['data']} changed since {directory} was trained on it (its "
-                                    "files' names, sizes or times differ); evaluate against the data the run was "
-                                    "trained on, or train again")
+            raise data_changed(training["data"], directory, "its files' names, sizes or times differ")
         return
     dataset = load_training_data(TrainConfig.from_dict(training, source=f"{directory}/config.json"))
     labels = None if dataset.y is None else dataset.y.long()
     if fingerprint(dataset.x.float(), labels) != stored:
-        raise InvalidInputError(f"the data {training['data']} changed since {directory} was trained on it (its "
-                                "checksum differs); evaluate against the data the run was trained on, or train again")
+        raise data_changed(training["data"], directory)

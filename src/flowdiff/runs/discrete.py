@@ -137,6 +137,7 @@ def _elbo_summary(run: TokenRun, x: torch.Tensor, y: torch.Tensor | None, sample
 def check_tokens_unchanged(run: TokenRun, config: TrainConfig) -> None:
     """Refuse to evaluate against token data that is no longer what the run was trained on (its checksum)."""
     from flowdiff.learning.training.batches import fingerprint
+    from flowdiff.runs.build import data_changed
 
     stored = run.config.get("resolved", {}).get("data_checksum")
     if stored is None:
@@ -144,11 +145,9 @@ def check_tokens_unchanged(run: TokenRun, config: TrainConfig) -> None:
     try:
         data = load_token_data(config)
     except InvalidInputError as error:
-        raise InvalidInputError(f"the data {config.data} changed since {run.directory} was trained on it: "
-                                f"{error}") from None
+        raise data_changed(config.data, run.directory, str(error)) from None
     if fingerprint(data.x, None if data.y is None else data.y.long()) != stored:
-        raise InvalidInputError(f"the data {config.data} changed since {run.directory} was trained on it (its "
-                                "checksum differs); evaluate against the data the run was trained on, or train again")
+        raise data_changed(config.data, run.directory)
 
 
 def evaluate_token_run(run: TokenRun, steps: Sequence[int] = (4, 16, 64), n: int = 2000, seed: int = 0,

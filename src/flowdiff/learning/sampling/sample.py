@@ -114,17 +114,16 @@ def sample(
     velocity = as_velocity(field, path, prediction)
     save = "all" if return_trajectory else "final"
     multistep = find_multistep(solver)
+    if stochastic and (compile or multistep is not None):
+        what = "compiled sampling" if compile else f"the multistep solver {multistep.name!r}"
+        raise IncompatibleError(f"{what} integrates the ODE (sigma = 0), not an SDE; choose sigma = 0, or sample the "
+                                "SDE without it (an SDE solver such as euler_maruyama)")
     if uses_jumps(model, solver, stochastic, prediction):
         trajectory = flow_map_sampler(field, x0, ts, save, callback)
     elif compile:
-        if stochastic:
-            raise IncompatibleError("compiled sampling integrates the ODE (sigma = 0); sample the SDE without compile")
         trajectory = compiled_ode_sampler(velocity, x0, ts, solver or "heun", save, callback,
                                           backend="inductor" if compile is True else compile)
     elif multistep is not None:
-        if stochastic:
-            raise IncompatibleError(f"the multistep solver {multistep.name!r} integrates the ODE (sigma = 0), not "
-                                    "an SDE; choose sigma = 0, or an SDE solver such as euler_maruyama")
         trajectory = multistep.sample(velocity, path, x0, ts, save, callback)
     elif stochastic:
         trajectory = sde_sampler(diffusion_drift(field, path, prediction, sigma), velocity, x0, ts,
