@@ -60,3 +60,11 @@ def test_tokens_outside_a_runs_vocabulary_are_refused(tmp_path):
     np.save(tmp_path / "t.npy", np.array([[0, 1, 7]]))
     with pytest.raises(InvalidInputError, match="outside the vocabulary 0..4"):
         load_tokens(tmp_path / "t.npy", vocab_size=5)
+
+
+def test_a_missing_token_file_names_what_discrete_training_takes():
+    from flowdiff.data.tokens import load_tokens
+    from flowdiff.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=r"token file moons does not exist; .*markov_tokens"):
+        load_tokens("moons")

@@ -148,7 +148,8 @@ def load_tokens(spec: str | Path, n: int | None = None, generator: torch.Generat
     else:
         path = Path(text).expanduser()
         if not path.is_file():
-            raise InvalidInputError(f"token file {path} does not exist")
+            raise InvalidInputError(f"token file {path} does not exist; discrete training takes an integer .npy, a "
+                                    f".npz with labels, a .txt, or a toy law ({', '.join(TOKEN_TOYS)})")
         array, labels, vocabulary = _read(path)
         array = _check_tokens(array, str(path))
         x, source, name = torch.from_numpy(array), "file", str(path.resolve())
