@@ -75,6 +75,7 @@ class MeanFlow:
 
     name = "meanflow"
     prediction = "velocity"
+    activation_passes = 2  # the JVP keeps the forward's and the tangent's activations (training memory estimate)
     flow_map = True
 
     def __init__(self, flow_share: float = 0.75, power: float = 0.0, eps: float = 1e-3, time_law: str = "uniform",

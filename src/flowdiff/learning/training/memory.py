@@ -40,10 +40,20 @@ def activation_floats(model: nn.Module, x: torch.Tensor, cond: dict, largest: bo
     return total[0]
 
 
-def step_bytes(model: nn.Module, example: torch.Tensor, batch_size: int, cond: dict) -> int:
-    """Estimated bytes of one training step: per example, the saved activations and their gradients plus the
-    data-shaped tensors of the loss (x0, x1, x_t, target, output and its gradient), at 4 bytes a number."""
-    per_example = 2 * activation_floats(model, example, cond) / example.shape[0] + 6 * example[0].numel()
+def activation_passes(loss) -> int:
+    """How many forward passes' activations a step of `loss` keeps for backpropagation: its `activation_passes`
+    (2 for MeanFlow, whose JVP keeps the forward's and the tangent's), else 1."""
+    passes = getattr(loss, "activation_passes", 1)
+    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+        raise InvalidInputError(f"a loss's activation_passes must be a positive integer, got {passes!r}")
+    return passes
+
+
+def step_bytes(model: nn.Module, example: torch.Tensor, batch_size: int, cond: dict, passes: int = 1) -> int:
+    """Estimated bytes of one training step: per example, the saved activations of `passes` forward passes and
+    their gradients plus the data-shaped tensors of the loss (x0, x1, x_t, target, output and its gradient), at
+    4 bytes a number."""
+    per_example = 2 * passes * activation_floats(model, example, cond) / example.shape[0] + 6 * example[0].numel()
     return int(4 * batch_size * per_example)
 
 
@@ -55,18 +65,21 @@ def available_bytes(device: torch.device) -> int:
 
 
 def check_step_fits(model: nn.Module, example: torch.Tensor, batch_size: int, cond: dict,
-                    device: torch.device) -> None:
-    """Refuse a batch whose training step is estimated to need more than half of the device's memory."""
+                    device: torch.device, loss=None) -> None:
+    """Refuse a batch whose training step (of `loss`: see `activation_passes`) is estimated to need more than half
+    of the device's memory."""
     shape = getattr(model, "data_shape", None)
     if shape is not None and tuple(example.shape[1:]) != tuple(shape):
         raise InvalidInputError(f"data points have shape {tuple(example.shape[1:])} but the model expects "
                                 f"{tuple(shape)}")
-    needed, have = step_bytes(model, example, batch_size, cond), available_bytes(device)
+    passes = activation_passes(loss)
+    needed, have = step_bytes(model, example, batch_size, cond, passes), available_bytes(device)
     if needed > MEMORY_SHARE * have:
+        kept = "" if passes == 1 else f" of {passes} passes, as the {getattr(loss, 'name', 'loss')} loss keeps"
         raise InvalidInputError(
-            f"a training step on batches of {batch_size} needs about {needed / 2**30:.3g} GiB (activations, their "
-            f"gradients and the loss's tensors), more than half of the {have / 2**30:.3g} GiB of {device.type}; "
-            "use a smaller batch size")
+            f"a training step on batches of {batch_size} needs about {needed / 2**30:.3g} GiB (activations{kept}, "
+            f"their gradients and the loss's tensors), more than half of the {have / 2**30:.3g} GiB of "
+            f"{device.type}; use a smaller batch size")
 
 
 SAMPLER_STATES = 8

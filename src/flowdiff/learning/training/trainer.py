@@ -87,7 +87,7 @@ class Trainer:
         self.label_dropout = self.config.label_dropout if self.data.labelled else 0.0
         model = model.to(self.device)
         x, y = self.data.examples(2)
-        check_step_fits(model, x, self.local_batch, {} if y is None else {"y": y}, self.device)
+        check_step_fits(model, x, self.local_batch, {} if y is None else {"y": y}, self.device, self.loss)
         self.warmup = min(self.config.warmup, self.config.steps - 1)
         c = self.config
         self.state = TrainState.create(model, c.lr, c.weight_decay, c.ema_decay, c.seed,
