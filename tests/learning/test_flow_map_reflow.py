@@ -51,11 +51,11 @@ def test_pair_shards_are_deterministic_resumable_and_never_mixed(tmp_path, cli):
     assert cli("train", "--data", "gmm", "--steps", "5", "--hidden", "8", "--n-data", "200", "--out", run_dir,
                "--quiet", "--no-report").returncode == 0
     run = fd.load(run_dir)
-    x0, x1 = generate_pairs(run, 10, tmp_path / "pairs", steps=3, shard_size=4)
-    assert x0.shape == x1.shape == (10, 2) and len(list((tmp_path / "pairs").glob("shard_*.pt"))) == 3
+    x0, x1, y = generate_pairs(run, 10, tmp_path / "pairs", steps=3, shard_size=4)
+    assert y is None and x0.shape == x1.shape == (10, 2) and len(list((tmp_path / "pairs").glob("shard_*.pt"))) == 3
     (tmp_path / "pairs" / "shard_00001.pt").unlink()  # an interrupted generation: the missing shard is made again
     again = generate_pairs(run, 10, tmp_path / "pairs", steps=3, shard_size=4)
-    assert torch.equal(again[0], x0) and torch.equal(again[1], x1)
+    assert torch.equal(again[0], x0) and torch.equal(again[1], x1) and again[2] is None
     done = cli("reflow", run_dir, "--pairs", "10", "--out", tmp_path / "s", "--pairs-dir", tmp_path / "pairs",
                "--ode-steps", "4")
     assert done.returncode == 2 and "other settings (shard_size, steps)" in done.stderr, done.stderr

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from flowdiff.cli.options import choice, names
+from flowdiff.cli.reflow_cmd import GUIDANCE_HELP
 from flowdiff.dynamics.equations import ODE
 from flowdiff.dynamics.solvers import solver_names
 
@@ -26,7 +27,8 @@ def distill_command(
     train_steps: int = typer.Option(2000, "--train-steps", min=1, help="Training steps of the student."),
     batch: int = typer.Option(256, "--batch", min=1, help="Minibatch size."),
     lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Peak learning rate."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the trajectories' noise and of training."),
+    guidance: float = typer.Option(None, "--guidance", help=GUIDANCE_HELP),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the trajectories' noise (and labels) and of training."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted distillation in --out."),
     force: bool = typer.Option(False, "--force", help="Replace an existing run in --out."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -37,11 +39,12 @@ def distill_command(
     from flowdiff.learning.devices import configure_threads
     from flowdiff.runs.reflow import distill
 
-    check_runs(run_dir, out, resume, force)
+    check_runs(run_dir, out, resume, force, guidance)
     configure_threads(None, "cpu", "vectors")
     trainer, result = distill(run_dir, steps, trajectories, out, trajectories_dir, ode_steps, solver, resume=resume,
-                              force=force, hooks=[] if quiet else [TrainingProgress()], steps=train_steps,
-                              batch_size=batch, lr=lr, seed=seed, device="cpu")
+                              force=force, hooks=[] if quiet else [TrainingProgress()],
+                              guidance=1.0 if guidance is None else guidance, steps=train_steps, batch_size=batch,
+                              lr=lr, seed=seed, device="cpu")
     if result.stopped:
         print(f"stopped at step {trainer.step}; continue with the same command and --resume")
         raise SystemExit(130)

@@ -17,10 +17,11 @@ from flowdiff.dynamics.solvers import solver_names
 ODE_SOLVERS = solver_names(ODE)
 
 
-def check_runs(run_dir: Path, out: Path, resume: bool, force: bool) -> None:
-    """Before any ODE solve: the teacher is a run, and --out is new (or --resume / --force says what to do)."""
-    from flowdiff.errors import InvalidInputError
-    from flowdiff.runs.layout import CONFIG_FILE, is_run
+def check_runs(run_dir: Path, out: Path, resume: bool, force: bool, guidance: float | None = None) -> None:
+    """Before any ODE solve: the teacher is a run, --out is new (or --resume / --force says what to do), and
+    --guidance is given only for a label-conditioned teacher."""
+    from flowdiff.errors import IncompatibleError, InvalidInputError
+    from flowdiff.runs.layout import CONFIG_FILE, is_run, read_config
 
     if resume and force:
         raise InvalidInputError("--resume continues a run and --force replaces it; give one of them")
@@ -30,6 +31,13 @@ def check_runs(run_dir: Path, out: Path, resume: bool, force: bool) -> None:
     if is_run(out) and not (resume or force):
         raise InvalidInputError(f"run directory {out} already exists; continue it (--resume), replace it (--force), "
                                 "or choose another --out")
+    if guidance is not None and read_config(run_dir).get("data", {}).get("num_classes") is None:
+        raise IncompatibleError(f"--guidance needs a label-conditioned teacher, but {run_dir} was trained without "
+                                "labels (drop --guidance)")
+
+
+GUIDANCE_HELP = ("Guidance scale w of a label-conditioned teacher's ODE (default 1: conditional, no guidance); "
+                 "recorded with the stored shards.")
 
 
 def reflow_command(
@@ -43,7 +51,8 @@ def reflow_command(
     steps: int = typer.Option(2000, "--steps", min=1, help="Training steps of the reflowed model."),
     batch: int = typer.Option(256, "--batch", min=1, help="Minibatch size."),
     lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Peak learning rate."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the pairs' noise and of training."),
+    guidance: float = typer.Option(None, "--guidance", help=GUIDANCE_HELP),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the pairs' noise (and labels) and of training."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted reflow in --out."),
     force: bool = typer.Option(False, "--force", help="Replace an existing run in --out."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -53,10 +62,11 @@ def reflow_command(
     from flowdiff.learning.devices import configure_threads
     from flowdiff.runs.reflow import reflow
 
-    check_runs(run_dir, out, resume, force)
+    check_runs(run_dir, out, resume, force, guidance)
     configure_threads(None, "cpu", "vectors")
     trainer, result = reflow(run_dir, pairs, out, pairs_dir, ode_steps, solver, resume=resume, force=force,
-                             hooks=[] if quiet else [TrainingProgress()], steps=steps, batch_size=batch, lr=lr,
+                             hooks=[] if quiet else [TrainingProgress()],
+                             guidance=1.0 if guidance is None else guidance, steps=steps, batch_size=batch, lr=lr,
                              seed=seed, device="cpu")
     if result.stopped:
         print(f"stopped at step {trainer.step}; continue with: flowdiff reflow {run_dir} --pairs {pairs} --out {out} "

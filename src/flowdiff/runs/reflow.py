@@ -2,8 +2,11 @@
 
 Generating a pair costs one ODE solve, so pairs are written in shards (`shard_00000.pt`, ...) next to a
 manifest of the settings that made them; an interrupted generation continues at the first missing shard, and
-shard k always holds the same pairs (its noise is drawn from seed and k alone). The student starts from the
-teacher's weights (the usual fine-tuning of rectified flow) and trains by flow matching on the stored pairs.
+shard k always holds the same pairs (its noise is drawn from seed and k alone). A label-conditioned teacher gets
+labels drawn uniformly over its classes from the same generator, right after the noise; they are stored with the
+pairs, and the manifest names the classes and the guidance scale w the teacher sampled with. The student starts
+from the teacher's weights (the usual fine-tuning of rectified flow) and trains by flow matching on the stored
+pairs (with their labels and the teacher's label dropout, so that it stays guidable).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -44,23 +48,69 @@ def _check_manifest(directory: Path, manifest: dict) -> None:
                                 "give another folder for the pairs, or the settings they were made with")
 
 
+@dataclass(frozen=True)
+class TeacherStates:
+    """The teacher's ODE states (n, keep + 1, *shape) in the network's units, and their labels (n,) (None for an
+    unconditional teacher)."""
+
+    states: torch.Tensor
+    labels: torch.Tensor | None
+
+
+def _draw_start(run, size: int, seed: int, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Shard `index`'s noise X_0 and (a labelled teacher) its labels, uniform over the classes: both drawn from one
+    generator seeded with seed and index alone, the noise first (so unlabelled shards are as before)."""
+    from flowdiff.learning.sampling import noise
+
+    generator = torch.Generator().manual_seed(seed * 100_003 + index)
+    x0 = noise(size, tuple(run.network.data_shape), generator, run.device)
+    if run.num_classes is None:
+        return x0, None
+    return x0, torch.randint(run.num_classes, (size,), generator=generator)
+
+
+def _read_shard(file: Path, size: int, keep: int, shape: tuple, num_classes: int | None) -> dict:
+    """A stored shard's states (and labels for a labelled teacher), checked against what it must hold."""
+    shard = torch.load(file, map_location="cpu", weights_only=True)
+    states, labels = shard.get("states"), shard.get("labels")
+    if not isinstance(states, torch.Tensor) or tuple(states.shape) != (size, keep + 1, *shape):
+        raise InvalidInputError(f"{file} does not hold {size} trajectories of {keep + 1} states of shape {shape}; "
+                                "delete it to make it again")
+    if num_classes is not None and not (isinstance(labels, torch.Tensor) and labels.dtype == torch.long
+                                        and tuple(labels.shape) == (size,) and bool((labels >= 0).all())
+                                        and bool((labels < num_classes).all())):
+        raise InvalidInputError(f"{file} does not hold {size} labels in 0..{num_classes - 1}; delete it to make it "
+                                "again")
+    return {"states": states, "labels": labels if num_classes is not None else None}
+
+
+def _manifest(run, n: int, keep: int, steps: int, solver: str, shard_size: int, seed: int, guidance: float) -> dict:
+    """The settings that make the shards; a labelled teacher's also name its classes and the guidance scale w."""
+    manifest = {"teacher": str(Path(run.directory).resolve()), "teacher_step": run.step, "count": n, "keep": keep,
+                "steps": steps, "solver": solver, "shard_size": shard_size, "seed": seed}
+    if run.num_classes is not None:
+        manifest.update(num_classes=run.num_classes, guidance=guidance)
+    elif guidance != 1.0:
+        raise IncompatibleError(f"{run.directory} was trained without labels; guidance w = {guidance:g} needs a "
+                                "label-conditioned teacher (use w = 1)")
+    return manifest
+
+
 def generate_trajectories(run, n: int, directory: str | Path, keep: int = 1, steps: int = 50, solver: str = "heun",
-                          shard_size: int = 4096, seed: int = 0,
-                          callback: Callable[[dict], None] | None = None) -> torch.Tensor:
-    """States (n, keep + 1, *shape) of the teacher's ODE at the times k / keep, in the network's units, made or read
-    shard by shard in `directory` (the solver takes `steps` steps, rounded up to a multiple of `keep`)."""
-    from flowdiff.learning.sampling import noise, sample
+                          shard_size: int = 4096, seed: int = 0, callback: Callable[[dict], None] | None = None,
+                          guidance: float = 1.0) -> TeacherStates:
+    """The teacher's ODE states at the times k / keep, in the network's units, made or read shard by shard in
+    `directory` (the solver takes `steps` steps, rounded up to a multiple of `keep`). A labelled teacher is
+    conditioned on labels drawn with the noise, with guidance scale `guidance`; they are stored with the states."""
+    from flowdiff.learning.sampling import sample
 
     for name, value in (("the number of trajectories", n), ("keep", keep), ("steps", steps)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-    if run.num_classes is not None:
-        raise IncompatibleError(f"{run.directory} is label-conditioned; reflow and distillation of conditional runs "
-                                "are not supported yet (use an unconditional run)")
+    if not isinstance(guidance, int | float) or isinstance(guidance, bool) or not math.isfinite(guidance):
+        raise InvalidInputError(f"the guidance scale must be a finite number, got {guidance!r}")
     directory, every = Path(directory), math.ceil(steps / keep)
-    manifest = {"teacher": str(Path(run.directory).resolve()), "teacher_step": run.step, "count": n, "keep": keep,
-                "steps": every * keep, "solver": solver, "shard_size": shard_size, "seed": seed}
-    _check_manifest(directory, manifest)
+    _check_manifest(directory, _manifest(run, n, keep, every * keep, solver, shard_size, seed, float(guidance)))
     shape, parts = tuple(run.network.data_shape), []
     shards = math.ceil(n / shard_size)
     for index in range(shards):
@@ -68,31 +118,39 @@ def generate_trajectories(run, n: int, directory: str | Path, keep: int = 1, ste
         if callback is not None:
             callback({"task": f"teacher ODE, shard {index + 1}/{shards}", "done": index, "total": shards})
         if not file.is_file():
-            x0 = noise(size, shape, torch.Generator().manual_seed(seed * 100_003 + index), run.device)
-            states = sample(run.model, run.path, x0=x0, steps=every * keep, solver=solver,
-                            return_trajectory=True).states[::every].transpose(0, 1).cpu()
-            write_with(file, lambda tmp, states=states: torch.save({"states": states}, tmp))
-        states = torch.load(file, map_location="cpu", weights_only=True).get("states")
-        if not isinstance(states, torch.Tensor) or tuple(states.shape) != (size, keep + 1, *shape):
-            raise InvalidInputError(f"{file} does not hold {size} trajectories of {keep + 1} states of shape {shape}; "
-                                    "delete it to make it again")
-        parts.append(states)
-    return torch.cat(parts)
+            x0, y = _draw_start(run, size, seed, index)
+            states = sample(run.model, run.path, x0=x0, steps=every * keep, solver=solver, return_trajectory=True,
+                            y=y, guidance=guidance if y is not None else 1.0).states[::every].transpose(0, 1).cpu()
+            shard = {"states": states} if y is None else {"states": states, "labels": y}
+            write_with(file, lambda tmp, shard=shard: torch.save(shard, tmp))
+        parts.append(_read_shard(file, size, keep, shape, run.num_classes))
+    labels = None if run.num_classes is None else torch.cat([part["labels"] for part in parts])
+    return TeacherStates(torch.cat([part["states"] for part in parts]), labels)
 
 
 def generate_pairs(run, n: int, directory: str | Path, steps: int = 50, solver: str = "heun",
-                   shard_size: int = 4096, seed: int = 0,
-                   callback: Callable[[dict], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """n pairs (X_0, X_1 = teacher ODE(X_0)) in the network's units, made or read shard by shard in `directory`."""
-    states = generate_trajectories(run, n, directory, 1, steps, solver, shard_size, seed, callback)
-    return states[:, 0], states[:, 1]
+                   shard_size: int = 4096, seed: int = 0, callback: Callable[[dict], None] | None = None,
+                   guidance: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """n pairs (X_0, X_1 = teacher ODE(X_0 | y)) in the network's units and their labels y (None without labels),
+    made or read shard by shard in `directory`."""
+    made = generate_trajectories(run, n, directory, 1, steps, solver, shard_size, seed, callback, guidance)
+    return made.states[:, 0], made.states[:, 1], made.labels
+
+
+def _student_settings(run, settings: dict) -> dict:
+    """The training settings, with a labelled teacher's label dropout unless given (the student stays guidable)."""
+    if run.num_classes is None or "label_dropout" in settings:
+        return settings
+    dropout = run.config.get("training", {}).get("label_dropout")
+    return settings if dropout is None else {**settings, "label_dropout": dropout}
 
 
 def reflow(teacher: str | Path, n_pairs: int, out: str | Path, pairs_dir: str | Path | None = None,
            ode_steps: int = 50, solver: str = "heun", resume: bool = False, force: bool = False,
-           hooks: Sequence = (), callback: Callable[[dict], None] | None = None, **settings):
-    """Reflow the run `teacher` into the run `out`: n_pairs ODE pairs (stored in `pairs_dir`, default OUT-pairs),
-    then flow matching on them from the teacher's weights (`settings`: TrainConfig keywords such as steps, lr)."""
+           hooks: Sequence = (), callback: Callable[[dict], None] | None = None, guidance: float = 1.0, **settings):
+    """Reflow the run `teacher` into the run `out`: n_pairs ODE pairs (stored in `pairs_dir`, default OUT-pairs;
+    labelled ones with guidance scale `guidance`), then flow matching on them from the teacher's weights
+    (`settings`: TrainConfig keywords such as steps, lr)."""
     from flowdiff.learning.flowmaps.reflow import StoredPairs
     from flowdiff.learning.models import build_model
     from flowdiff.learning.training.trainer import Trainer
@@ -101,23 +159,24 @@ def reflow(teacher: str | Path, n_pairs: int, out: str | Path, pairs_dir: str | 
 
     run = load(teacher)
     pairs_dir = Path(pairs_dir) if pairs_dir is not None else Path(f"{Path(out)}-pairs")
-    x0, x1 = generate_pairs(run, n_pairs, pairs_dir, ode_steps, solver, seed=settings.get("seed", 0),
-                            callback=callback)
+    x0, x1, y = generate_pairs(run, n_pairs, pairs_dir, ode_steps, solver, seed=settings.get("seed", 0),
+                               callback=callback, guidance=guidance)
     student = build_model(run.network.config())
     student.load_state_dict(run.network.state_dict())
     student.requires_grad_(True)
-    trainer = Trainer(student, run.path, x1, coupling=StoredPairs(x0, x1),
-                      hooks=[*run_hooks(out, run.data_info, resume, force), *hooks], **settings)
+    trainer = Trainer(student, run.path, x1, labels=y, coupling=StoredPairs(x0, x1, y),
+                      hooks=[*run_hooks(out, run.data_info, resume, force), *hooks], **_student_settings(run, settings))
     return trainer, trainer.fit()
 
 
 def distill(teacher: str | Path, jumps: int, n_trajectories: int, out: str | Path,
             trajectories_dir: str | Path | None = None, ode_steps: int = 64, solver: str = "heun",
             resume: bool = False, force: bool = False, hooks: Sequence = (),
-            callback: Callable[[dict], None] | None = None, **settings):
+            callback: Callable[[dict], None] | None = None, guidance: float = 1.0, **settings):
     """Distil the run `teacher` into a flow map for `jumps` jumps in the run `out`: its ODE's states at the times
-    k / jumps (stored in `trajectories_dir`, default OUT-trajectories), then `TrajectoryDistillation` from the
-    teacher's weights (`settings`: TrainConfig keywords such as steps (of training) and lr)."""
+    k / jumps (stored in `trajectories_dir`, default OUT-trajectories; labelled ones with guidance scale
+    `guidance`), then `TrajectoryDistillation` from the teacher's weights (`settings`: TrainConfig keywords such
+    as steps (of training) and lr)."""
     from flowdiff.learning.flowmaps.distill import TrajectoryDistillation
     from flowdiff.learning.models import build_model
     from flowdiff.learning.training.trainer import Trainer
@@ -126,11 +185,12 @@ def distill(teacher: str | Path, jumps: int, n_trajectories: int, out: str | Pat
 
     run = load(teacher)
     folder = Path(trajectories_dir) if trajectories_dir is not None else Path(f"{Path(out)}-trajectories")
-    states = generate_trajectories(run, n_trajectories, folder, jumps, ode_steps, solver,
-                                   seed=settings.get("seed", 0), callback=callback)
+    made = generate_trajectories(run, n_trajectories, folder, jumps, ode_steps, solver,
+                                 seed=settings.get("seed", 0), callback=callback, guidance=guidance)
     student = build_model({**run.network.config(), "flow_map": True})
     student.load_state_dict(run.network.state_dict(), strict=False)  # all but the new interval embedding
     student.requires_grad_(True)
-    trainer = Trainer(student, run.path, states[:, -1], loss=TrajectoryDistillation(states),
-                      hooks=[*run_hooks(out, run.data_info, resume, force), *hooks], **settings)
+    trainer = Trainer(student, run.path, made.states[:, -1], labels=made.labels,
+                      loss=TrajectoryDistillation(made.states, made.labels),
+                      hooks=[*run_hooks(out, run.data_info, resume, force), *hooks], **_student_settings(run, settings))
     return trainer, trainer.fit()

@@ -19,24 +19,28 @@ from flowdiff.learning.flowmaps.maps import require_flow_map
 class TrajectoryDistillation:
     """The loss E |u_theta(X_{t_i}, t_j, t_i) - (X_{t_j} - X_{t_i}) / (t_j - t_i)|^2 over stored teacher states.
 
-    `states` is (n, k + 1, *shape): n teacher trajectories at the times i / k. Each minibatch draws a
-    trajectory uniformly and a pair i = min(a, b) < j = max(a, b) + 1 of a, b uniform on 0..k-1 (with the loss's
-    generator); the trainer's data batch only sets the batch size and device.
+    `states` is (n, k + 1, *shape): n teacher trajectories at the times i / k, and `labels` (n,) the labels the
+    teacher was conditioned on (None: unconditional). Each minibatch draws a trajectory uniformly and a pair
+    i = min(a, b) < j = max(a, b) + 1 of a, b uniform on 0..k-1 (with the loss's generator); the student gets the
+    trajectory's label, replaced by the null label with probability label_dropout (so it stays guidable). The
+    trainer's data batch only sets the batch size and device.
     """
 
     name = "trajectory_distillation"
     prediction = "velocity"
     flow_map = True
 
-    def __init__(self, states: torch.Tensor) -> None:
+    def __init__(self, states: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         if not isinstance(states, torch.Tensor) or states.ndim < 3 or states.shape[0] < 1 or states.shape[1] < 2:
             raise InvalidInputError("states must be teacher trajectories of shape (n, k + 1, *shape) with k >= 1")
-        self.states = states
+        if labels is not None and not (isinstance(labels, torch.Tensor) and tuple(labels.shape) == (states.shape[0],)):
+            raise InvalidInputError(f"labels must have shape ({states.shape[0]},), one per teacher trajectory")
+        self.states, self.labels = states, labels
 
     def __call__(self, model, path, x1: torch.Tensor, y=None, coupling=None, label_dropout: float = 0.0,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        """The loss on a minibatch of the size of x1 (labels, coupling and label dropout do not apply)."""
-        from flowdiff.learning.losses import draw
+        """The loss on a minibatch of the size of x1 (the stored labels replace y; a coupling does not apply)."""
+        from flowdiff.learning.losses import draw, drop_labels
 
         require_flow_map(model, "trajectory distillation")
         count, k = self.states.shape[0], self.states.shape[1] - 1
@@ -51,11 +55,16 @@ class TrajectoryDistillation:
         x, later = self.states[which, start].to(x1), self.states[which, end].to(x1)
         t, r = (start.to(x1.dtype) / k).to(x1.device), (end.to(x1.dtype) / k).to(x1.device)
         target = (later - x) / (r - t).reshape(-1, *([1] * (x.ndim - 1)))
-        return per_example(model(x, t, r=r) - target).mean()
+        cond = {}
+        if self.labels is not None:
+            labels = self.labels[which].to(x1.device)
+            cond["y"] = drop_labels(labels, model.num_classes, label_dropout, generator)
+        return per_example(model(x, t, r=r, **cond) - target).mean()
 
     def config(self) -> dict:
         """Its name, the number of trajectories and the student's steps k."""
-        return {"name": self.name, "trajectories": int(self.states.shape[0]), "steps": int(self.states.shape[1] - 1)}
+        config = {"name": self.name, "trajectories": int(self.states.shape[0]), "steps": int(self.states.shape[1] - 1)}
+        return config if self.labels is None else {**config, "labelled": True}
 
     def __repr__(self) -> str:
         return f"TrajectoryDistillation(trajectories={self.states.shape[0]}, steps={self.states.shape[1] - 1})"

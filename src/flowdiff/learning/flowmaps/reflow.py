@@ -16,31 +16,37 @@ from flowdiff.paths.couplings import Coupled, Coupling
 
 
 class StoredPairs(Coupling):
-    """The reflow coupling: minibatches of stored pairs (x0[i], x1[i]), indices drawn with the loss's generator.
+    """The reflow coupling: minibatches of stored pairs (x0[i], x1[i]) with their labels y[i] (when the teacher was
+    label-conditioned), indices drawn with the loss's generator.
 
     The trainer's data batch only sets the batch size and device; the pairs replace it, so that each x1 is
-    matched with the noise the teacher carried to it.
+    matched with the noise the teacher carried to it, and with the label the teacher was conditioned on.
     """
 
     name = "stored_pairs"
 
-    def __init__(self, x0: torch.Tensor, x1: torch.Tensor) -> None:
+    def __init__(self, x0: torch.Tensor, x1: torch.Tensor, y: torch.Tensor | None = None) -> None:
         if not (isinstance(x0, torch.Tensor) and isinstance(x1, torch.Tensor)) or x0.shape != x1.shape \
                 or x0.ndim < 2 or x0.shape[0] < 1:
             raise InvalidInputError("stored pairs need noise x0 and samples x1 of the same shape (n, *shape), n >= 1")
-        self.x0, self.x1 = x0, x1
+        if y is not None and not (isinstance(y, torch.Tensor) and tuple(y.shape) == (x0.shape[0],)):
+            raise InvalidInputError(f"stored pairs' labels must have shape ({x0.shape[0]},), one per pair")
+        self.x0, self.x1, self.y = x0, x1, y
 
     def __call__(self, x0, x1, y=None, generator=None) -> Coupled:
-        """A batch of stored pairs as large as the given one (labels are not stored: y is dropped)."""
+        """A batch of stored pairs as large as the given one, with their stored labels (y itself is replaced)."""
         from flowdiff.learning.losses import draw
 
         n, total = x1.shape[0], self.x0.shape[0]
         index = (draw("uniform", (n,), generator, self.x0.device, torch.float64) * total).long().clamp(max=total - 1)
-        return Coupled(x0=self.x0[index].to(x1), x1=self.x1[index].to(x1), y=None)
+        labels = None if self.y is None or y is None else self.y[index].to(y.device)
+        return Coupled(x0=self.x0[index].to(x1), x1=self.x1[index].to(x1), y=labels)
 
     def config(self) -> dict:
         """Its name and the number of pairs (the pairs themselves live on disk)."""
-        return {"name": self.name, "pairs": int(self.x0.shape[0])}
+        if self.y is None:
+            return {"name": self.name, "pairs": int(self.x0.shape[0])}
+        return {"name": self.name, "pairs": int(self.x0.shape[0]), "labelled": True}
 
     def __repr__(self) -> str:
         return f"StoredPairs(pairs={int(self.x0.shape[0])})"
