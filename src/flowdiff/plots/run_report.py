@@ -9,7 +9,9 @@ Every run shows its training loss (from metrics.jsonl) and a summary. Then, by t
 - 2-D vectors: samples, trajectories and the learned vector field u_t(x), drawn without the data;
 - other vectors: per-coordinate statistics of the samples.
 
-Samples are drawn with the ODE dX = u_t(X | y) dt (Heun) from the run's EMA weights.
+Samples are drawn with the ODE dX = u_t(X | y) dt (Heun) from the run's EMA weights. A flow map u(x, r, t)
+(MeanFlow, shortcut, distilled runs) also gets its 1-jump, 2-jump and many-step samples side by side
+(`flowdiff.plots.flow_map_report`); a flow's report is unchanged.
 """
 
 from __future__ import annotations
@@ -253,6 +255,7 @@ def write_run_report(run_dir: str | Path, n: int | None = None, steps: int = 20,
     `guidance_scales` the rows of the per-guidance picture (labelled runs). Returns the page's path.
     """
     from flowdiff.plots import figures
+    from flowdiff.plots.flow_map_report import few_step_section
     from flowdiff.plots.report import Report
     from flowdiff.runs.load import load
 
@@ -295,6 +298,7 @@ def write_run_report(run_dir: str | Path, n: int | None = None, steps: int = 20,
         if tuple(info.shape) == (2,):
             _planar_sections(report, sampler, figures_dir, y, traj, states, scales)
         _statistics_table(report, states[-1].reshape(n, -1), info)
+    few_step_section(report, run, figures_dir, n, seed, images, MAX_CLASS_ROWS)
 
     guidance = ",".join(f"{w:g}" for w in scales)
     report.heading("Reproduce")
