@@ -5,9 +5,9 @@ On a toy whose law is known exactly (`markov_tokens`: 3 tokens from 4, 64 states
 
 1. **Trained by each library.** The same network architecture (`TokenMLP`), the same 50,000 training draws,
    steps, batch, AdamW, learning-rate schedule (warm-up + cosine) and gradient clipping, no EMA:
-   - flowdiff: `Trainer` with `DiscreteFlowMatching`, once with cross-entropy (its default) and once with the
-     generalized KL (flow_matching's loss), mask source, linear kappa; flowdiff's posterior puts no mass on the mask and keeps
-     unmasked tokens;
+   - flowdiff: `Trainer` with `DiscreteFlowMatching`, once with cross-entropy (its default) and once with
+     the generalized KL (flow_matching's loss), mask source, linear kappa; flowdiff's posterior puts no mass
+     on the mask and keeps unmasked tokens;
    - flow_matching: its own path `MixtureDiscreteProbPath(PolynomialConvexScheduler(n=1))` (linear kappa),
      its loss `MixturePathGeneralizedKL`, a plain loop around them; the network returns logits over the
      K + 1 states (the mask is one more token, as in flow_matching's examples), i.e. `TokenMLP(K + 1, L)`.
@@ -23,10 +23,9 @@ runs are interleaved (their order alternates from seed to seed and NFE to NFE), 
 machine's load falls on both. Nothing of flow_matching's code is copied (its licence is non-commercial):
 it is imported and called.
 
-Run:  .venv/bin/python benchmarks/discrete_vs_flow_matching.py --toy markov_tokens \
-          --out docs/img/discrete_vs_flow_matching_markov_tokens.json
-      .venv/bin/python benchmarks/discrete_vs_flow_matching.py --toy checkerboard_tokens \
-          --out docs/img/discrete_vs_flow_matching_checkerboard_tokens.json
+Run:  .venv/bin/python benchmarks/discrete_vs_flow_matching.py --toy markov_tokens        (one file per toy:
+      .venv/bin/python benchmarks/discrete_vs_flow_matching.py --toy checkerboard_tokens   docs/img/
+          discrete_vs_flow_matching_TOY.json; the two can run at once, each on one thread)
       .venv/bin/python benchmarks/discrete_vs_flow_matching.py --quick   (a smoke run, writes nothing)
 Needs flow_matching (benchmarks/requirements.txt).
 """
@@ -302,21 +301,23 @@ def main() -> None:
     parser.add_argument("--toy", choices=sorted(TOYS), action="append", help="toy (repeatable; default both)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per toy")
     parser.add_argument("--quick", action="store_true", help="a smoke run that writes nothing")
-    parser.add_argument("--out", type=Path, default=Path("docs/img/discrete_vs_flow_matching.json"))
+    parser.add_argument("--out-dir", type=Path, default=Path("docs/img"),
+                        help="folder of the results, discrete_vs_flow_matching_TOY.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
     import flow_matching
     import flow_matching.loss
     import flow_matching.solver  # noqa: F401  (imported before any timing)
 
-    results = {"flow_matching_version": flow_matching.__version__, "torch_threads": 1,
-               "clock": "time.process_time (CPU time of this process)", "load_average_at_start": os.getloadavg()}
     for name in args.toy or list(TOYS):
+        results = {"flow_matching_version": flow_matching.__version__, "torch_threads": 1,
+                   "clock": "time.process_time (CPU time of this process)", "load_average_at_start": os.getloadavg()}
         results[name] = run_toy(name, args.seeds, args.quick)
-    results["load_average_at_end"] = os.getloadavg()
-    if not args.quick:
-        args.out.write_text(json.dumps(results, indent=2))
-        print(f"wrote {args.out}")
+        results["load_average_at_end"] = os.getloadavg()
+        if not args.quick:
+            out = args.out_dir / f"discrete_vs_flow_matching_{name}.json"
+            out.write_text(json.dumps(results, indent=2))
+            print(f"wrote {out}")
 
 
 if __name__ == "__main__":
