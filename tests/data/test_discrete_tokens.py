@@ -68,3 +68,18 @@ def test_a_missing_token_file_names_what_discrete_training_takes():
 
     with pytest.raises(InvalidInputError, match=r"token file moons does not exist; .*markov_tokens"):
         load_tokens("moons")
+
+
+def test_text_is_encoded_with_a_given_vocabulary_and_other_characters_are_refused(tmp_path):
+    from flowdiff.data.tokens import encode_text
+
+    vocabulary = ["\n", " ", "a", "b", "c", "z"]
+    assert encode_text("zab\n c", vocabulary).tolist() == [5, 2, 3, 0, 1, 4]
+    text = "cab ab\n" * 6  # no "z": its own vocabulary would number the characters differently
+    (tmp_path / "h.txt").write_text(text)
+    data = load_tokens(tmp_path / "h.txt", vocabulary=vocabulary)
+    assert data.info.vocabulary == vocabulary and data.info.vocab_size == 6
+    assert decode(data.x[:1], vocabulary) == [text[:TEXT_LENGTH]]
+    assert load_tokens(tmp_path / "h.txt").info.vocabulary == ["\n", " ", "a", "b", "c"]
+    with pytest.raises(InvalidInputError, match=r"2 character\(s\) not in the vocabulary of 6 .*: 'qx'"):
+        encode_text("aqxb", vocabulary, "held.txt")

@@ -36,23 +36,42 @@ def sample_token_run(run, n: int, steps: int, method: str, y, guidance: float, s
           f"(NFE {drawn.nfe}); wrote {' and '.join(map(str, written))}")
 
 
-def eval_token_run(run, steps: list[int], n: int, seed: int, out_dir: Path, force: bool) -> None:
-    """ELBO and bits per token of the training data; TV to the law of a toy set; writes eval.json."""
+def eval_token_run(run, steps: list[int], n: int, seed: int, out_dir: Path, force: bool,
+                   heldout: Path | None = None) -> None:
+    """ELBO and bits per token of training and held-out sequences (a file, or a toy law's fresh draws); TV to the
+    law of a toy set; writes eval.json."""
     from flowdiff.runs.discrete import evaluate_token_run
 
     file = Path(out_dir) / "eval.json"
     refuse_overwrite([file], force)
-    result = evaluate_token_run(run, steps=steps, n=n, seed=seed)
+    result = evaluate_token_run(run, steps=steps, n=n, seed=seed, heldout=heldout)
     write_json(file, result)
-    print(f"ELBO of {result['n']} training sequences: {result['elbo_nats']:.4f} ± {result['elbo_standard_error']:.4f}"
-          f" nats per sequence, {result['bits_per_token']:.4f} bits per token")
-    if "held_out" in result:
-        held = result["held_out"]
-        print(f"ELBO of {held['data']}: {held['elbo_nats']:.4f} ± {held['elbo_standard_error']:.4f} nats per "
-              f"sequence, {held['bits_per_token']:.4f} bits per token")
+    print_elbo_table(result)
     if "entropy_nats" in result:
         print(f"the data's law is known: log-likelihood (minus its entropy) {-result['entropy_nats']:.4f} nats")
     for row in result["rows"]:
         distance = f", total variation to the law {row['total_variation']:.4f}" if "total_variation" in row else ""
         print(f"{row['method']:>13} NFE {row['nfe']:>4}{distance}")
     print(f"wrote {file}")
+
+
+def print_elbo_table(result: dict) -> None:
+    """The ELBO of the training sequences and, below it, of the held-out ones, as a table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="ELBO (a lower bound of log p) per sequence")
+    for column in ("data", "sequences", "ELBO nats", "± s.e.", "bits per token"):
+        table.add_column(column, justify="left" if column == "data" else "right", no_wrap=column != "data")
+    rows = [("training", result.get("training_sequences", result["n"]), result)]
+    if "held_out" in result:
+        held = result["held_out"]
+        where = Path(held["file"]).name if "file" in held else "fresh draws of the law"
+        rows.append((f"held-out: {where}", held.get("n", result["n"]), held))
+    for name, count, estimate in rows:
+        table.add_row(name, str(count), f"{estimate['elbo_nats']:.4f}", f"{estimate['elbo_standard_error']:.4f}",
+                      f"{estimate['bits_per_token']:.4f}")
+    printer = Console()
+    if not printer.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        printer = Console(width=120)
+    printer.print(table)

@@ -50,6 +50,9 @@ def eval_command(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing eval.json and eval.png."),
+    heldout: Path = typer.Option(None, "--heldout", metavar="FILE",
+                                 help="Discrete runs: held-out sequences (a token .npy/.npz or a text file like the "
+                                 "training data) whose ELBO is reported beside the training one."),
 ) -> None:
     """Sample quality against NFE for several solvers, and the NLL of held-out data; writes eval.json/png."""
     from flowdiff.cli.options import refuse_overwrite
@@ -62,7 +65,12 @@ def eval_command(
         from flowdiff.cli.discrete_runs import eval_token_run
         from flowdiff.runs.load import load
 
-        return eval_token_run(load(run_dir, device=device), nfe, n, seed, out_dir, force)
+        return eval_token_run(load(run_dir, device=device), nfe, n, seed, out_dir, force, heldout=heldout)
+    if heldout is not None:
+        from flowdiff.errors import IncompatibleError
+
+        raise IncompatibleError(f"--heldout takes held-out token sequences of a discrete run; {run_dir} is not one "
+                                "(the NLL of a vector run is computed on reference data of its set)")
     refuse_overwrite([out_dir / EVAL_JSON, out_dir / EVAL_PNG], force)
     with progress_bar(disable=quiet) as bar:
         task = bar.add_task("evaluating", total=None)

@@ -18,7 +18,7 @@ import torch
 
 from flowdiff.data.info import DataInfo
 from flowdiff.data.registry import DEFAULT_TOY_SIZE, Dataset
-from flowdiff.errors import InvalidInputError
+from flowdiff.errors import IncompatibleError, InvalidInputError
 
 TEXT_LENGTH = 32
 """Characters per training sequence of a text file."""
@@ -98,15 +98,27 @@ def _check_tokens(array: np.ndarray, source: str) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _read(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
-    """Tokens, labels or None, vocabulary (text) or None from a token file."""
+def encode_text(text: str, vocabulary: list[str], source: str = "text") -> np.ndarray:
+    """The characters of `text` as tokens: character vocabulary[k] is token k; refuses other characters."""
+    index = {character: k for k, character in enumerate(vocabulary)}
+    unknown = sorted(set(text) - index.keys())
+    if unknown:
+        shown = "".join(unknown[:20]).encode("unicode_escape").decode("ascii")
+        raise InvalidInputError(f"{source}: {len(unknown)} character(s) not in the vocabulary of "
+                                f"{len(vocabulary)} characters the run was trained on: {shown!r}")
+    return np.fromiter((index[c] for c in text), dtype=np.int64, count=len(text))
+
+
+def _read(path: Path, vocabulary: list[str] | None = None) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """Tokens, labels or None, vocabulary (text) or None from a token file; text is encoded with `vocabulary`
+    when given (a trained run's), else with its own sorted distinct characters."""
     suffix = path.suffix.lower()
     if suffix == ".txt":
         text = path.read_text(encoding="utf-8")
         if len(text) < TEXT_LENGTH:
             raise InvalidInputError(f"{path}: a text needs at least {TEXT_LENGTH} characters, got {len(text)}")
-        vocabulary = sorted(set(text))
-        codes = np.searchsorted(np.array(vocabulary), np.array(list(text))).astype(np.int64)
+        vocabulary = sorted(set(text)) if vocabulary is None else list(vocabulary)
+        codes = encode_text(text, vocabulary, str(path))
         windows = np.lib.stride_tricks.sliding_window_view(codes, TEXT_LENGTH)
         return np.ascontiguousarray(windows), None, vocabulary
     try:
@@ -134,13 +146,14 @@ def _labels(labels: np.ndarray | None, n: int, source: str) -> tuple[torch.Tenso
 
 
 def load_tokens(spec: str | Path, n: int | None = None, generator: torch.Generator | None = None,
-                vocab_size: int | None = None) -> Dataset:
+                vocab_size: int | None = None, vocabulary: list[str] | None = None) -> Dataset:
     """A token data set (kind "tokens") from a toy name or a file (module docstring), n sequences at most.
 
     `vocab_size` (a trained run's) refuses tokens outside 0..vocab_size-1; by default it is max + 1.
+    `vocabulary` (a text run's characters) encodes a text file with them instead of its own.
     """
     text = str(spec)
-    vocabulary = None
+    found_vocabulary = None
     if text in TOKEN_TOYS:
         law = TOKEN_TOYS[text]()
         x, y, source, name = law.sample(DEFAULT_TOY_SIZE if n is None else n, generator), None, "toy", text
@@ -150,11 +163,11 @@ def load_tokens(spec: str | Path, n: int | None = None, generator: torch.Generat
         if not path.is_file():
             raise InvalidInputError(f"token file {path} does not exist; discrete training takes an integer .npy, a "
                                     f".npz with labels, a .txt, or a toy law ({', '.join(TOKEN_TOYS)})")
-        array, labels, vocabulary = _read(path)
+        array, labels, found_vocabulary = _read(path, vocabulary)
         array = _check_tokens(array, str(path))
         x, source, name = torch.from_numpy(array), "file", str(path.resolve())
         y, _ = _labels(labels, x.shape[0], str(path))
-        found = len(vocabulary) if vocabulary is not None else int(x.max()) + 1
+        found = len(found_vocabulary) if found_vocabulary is not None else int(x.max()) + 1
         if n is not None and n < x.shape[0]:
             keep = torch.randperm(x.shape[0], generator=generator)[:n]
             x, y = x[keep], None if y is None else y[keep]
@@ -163,8 +176,36 @@ def load_tokens(spec: str | Path, n: int | None = None, generator: torch.Generat
         raise InvalidInputError(f"{text}: token values reach {int(x.max())}, outside the vocabulary 0..{size - 1}")
     num_classes = None if y is None else int(y.max()) + 1
     info = DataInfo(kind="tokens", shape=(int(x.shape[1]),), num_classes=num_classes, source=source, name=name,
-                    size=int(x.shape[0]), vocab_size=max(size, 2), vocabulary=vocabulary)
+                    size=int(x.shape[0]), vocab_size=max(size, 2), vocabulary=found_vocabulary)
     return Dataset(x.contiguous(), y, num_classes, "tokens", info)
+
+
+def load_heldout_tokens(spec: str | Path, info: DataInfo, n: int | None = None,
+                        generator: torch.Generator | None = None) -> Dataset:
+    """Held-out sequences for a trained run described by `info`: a token file of its sequence length and
+    vocabulary (text encoded with its characters), labelled if and only if the run is."""
+    source = str(spec)
+    if source not in TOKEN_TOYS and not Path(source).expanduser().is_file():
+        raise InvalidInputError(f"held-out file {source} does not exist (give a token .npy/.npz or a text file)")
+    is_text = Path(source).suffix.lower() == ".txt"
+    if is_text and info.vocabulary is None:
+        raise IncompatibleError(f"{source} is text, but the run was trained on integer tokens, not text: "
+                                "give held-out tokens as an .npy or .npz of integers")
+    data = load_tokens(spec, n=n, generator=generator, vocab_size=info.vocab_size,
+                       vocabulary=info.vocabulary if is_text else None)
+    length = info.shape[0]
+    if data.x.shape[1] != length:
+        raise IncompatibleError(f"{source} has sequences of {data.x.shape[1]} tokens, the run was trained on "
+                                f"sequences of {length}")
+    if info.num_classes is None:
+        return data.without_labels()
+    if data.y is None:
+        raise IncompatibleError(f"the run is conditioned on {info.num_classes} labels, but {source} holds no labels: "
+                                "give an .npz with 'tokens' and 'y'")
+    if int(data.y.max()) >= info.num_classes:
+        raise InvalidInputError(f"{source}: labels reach {int(data.y.max())}, outside the run's labels "
+                                f"0..{info.num_classes - 1}")
+    return data
 
 
 def decode(tokens: torch.Tensor, vocabulary: list[str]) -> list[str]:

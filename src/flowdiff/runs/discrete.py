@@ -150,13 +150,33 @@ def check_tokens_unchanged(run: TokenRun, config: TrainConfig) -> None:
         raise data_changed(config.data, run.directory)
 
 
+def _fresh_draws_elbo(run: TokenRun, law, n: int, seed: int, samples: int, generator: torch.Generator) -> dict:
+    """The ELBO summary of `n` fresh draws of a toy's known law (seed HELD_OUT_SEED + seed)."""
+    fresh = law.sample(n, torch.Generator().manual_seed(HELD_OUT_SEED + seed))
+    return {"data": f"{n} fresh draws of the known law (seed {HELD_OUT_SEED + seed})", "n": n,
+            **_elbo_summary(run, fresh, None, samples, generator)}
+
+
+def load_heldout(run: TokenRun, spec: str | Path, n: int, seed: int) -> Dataset:
+    """At most `n` held-out sequences of a token or text file, checked against the run (length, vocabulary,
+    labels; text encoded with the run's characters); the subset is drawn with `seed`."""
+    from dataclasses import replace
+
+    from flowdiff.data.tokens import load_heldout_tokens
+
+    info = replace(run.data_info, vocab_size=run.path.vocab_size)
+    return load_heldout_tokens(spec, info, n=n, generator=torch.Generator().manual_seed(seed))
+
+
 def evaluate_token_run(run: TokenRun, steps: Sequence[int] = (4, 16, 64), n: int = 2000, seed: int = 0,
-                       elbo_samples: int = 16) -> dict:
-    """ELBO (nats per sequence, bits per token) of `n` training sequences ("elbo_data" says so); where the law
-    is known (a toy set) also the ELBO of `n` held-out sequences (fresh draws of the law, "held_out"), and the
-    total variation between samples and the law at each number of Euler steps (and first hitting)."""
+                       elbo_samples: int = 16, heldout: str | Path | None = None) -> dict:
+    """ELBO (nats per sequence, bits per token) of `n` training sequences ("elbo_data" says so) and of `n`
+    held-out ones ("held_out"): those of the file `heldout` (a token or text file like the training data), or,
+    without it, for a toy set whose law is known, fresh draws of the law; where the law is known also the total
+    variation between samples and the law at each number of Euler steps (and first hitting)."""
     from flowdiff.data.tokens import token_law
 
+    held = None if heldout is None else load_heldout(run, heldout, n, seed)
     training = run.config.get("training", {})
     config = TrainConfig.from_dict(training, source=f"{run.directory}/config.json")
     check_tokens_unchanged(run, config)
@@ -165,13 +185,15 @@ def evaluate_token_run(run: TokenRun, steps: Sequence[int] = (4, 16, 64), n: int
         raise IncompatibleError(f"the data {config.data} has sequences of length {data.x.shape[1]}, the run "
                                 f"{run.data_info.shape[0]}")
     generator = torch.Generator(device=run.device).manual_seed(seed)
-    result = {"n": n, "elbo_data": "training sequences",
+    result = {"n": n, "elbo_data": "training sequences", "training_sequences": len(data.x),
               **_elbo_summary(run, data.x, data.y, elbo_samples, generator)}
     rows, law = [], token_law(str(config.data))
-    if law is not None:
-        fresh = law.sample(n, torch.Generator().manual_seed(HELD_OUT_SEED + seed))
-        result["held_out"] = {"data": f"{n} fresh draws of the known law (seed {HELD_OUT_SEED + seed})",
-                              **_elbo_summary(run, fresh, None, elbo_samples, generator)}
+    if held is not None:
+        result["held_out"] = {"data": f"{len(held.x)} held-out sequences of {heldout}",
+                              "file": str(Path(heldout).resolve()), "n": len(held.x),
+                              **_elbo_summary(run, held.x, held.y, elbo_samples, generator)}
+    elif law is not None:
+        result["held_out"] = _fresh_draws_elbo(run, law, n, seed, elbo_samples, generator)
     methods = [("euler", s) for s in steps] + ([("first_hitting", 0)] if run.path.mask_token is not None else [])
     for method, count in methods:
         drawn = run.sample(n, steps=max(count, 1), method=method, generator=generator)
