@@ -29,6 +29,7 @@ import platform
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -43,6 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default="runs/bench_latent_vs_pixel")
     parser.add_argument("--budget", type=float, default=150.0, help="CPU seconds of flow training per model")
     parser.add_argument("--ae-steps", type=int, default=600)
+    parser.add_argument("--arms", default="pixel,latent",
+                        help="which flows to train and score; one arm per process lets two run side by side "
+                             "(results-ARM.json)")
     parser.add_argument("--reuse-ae", action="store_true",
                         help="keep a finished autoencoder run already in OUT/ae (its training time is not measured)")
     parser.add_argument("--latent-channels", type=int, default=2)
@@ -120,13 +124,11 @@ def train_flow(args, out: Path, latent: Path | None) -> dict:
 
 
 @torch.no_grad()
-def measure(run_dir: Path, classifier, reference, labels, args) -> list[dict]:
-    """Conditional accuracy, feature Fréchet distance and images/s at every guidance scale and NFE."""
+def draw(run_dir: Path, labels, args) -> Iterator[tuple[dict, torch.Tensor]]:
+    """Images for `labels` at every (guidance w, Heun NFE) setting, with the NFE spent and the images/s."""
     import flowdiff as fd
-    from flowdiff.learning.classifier import conditional_accuracy, feature_frechet_distance
 
     run = fd.load(run_dir, device=args.device)
-    rows = []
     for w, nfe in settings(args):
         spent = [0]
 
@@ -138,14 +140,20 @@ def measure(run_dir: Path, classifier, reference, labels, args) -> list[dict]:
                             generator=torch.Generator().manual_seed(args.seed + 1000),
                             callback=count).clamp(-1, 1).cpu()
         seconds = CLOCK() - start
-        row = {"guidance": w, "heun_steps": nfe // 2, "nfe": spent[0], "n": len(images),
-               "accuracy": conditional_accuracy(classifier, images, labels),
-               "feature_fd": feature_frechet_distance(classifier, reference, images),
-               "images_per_s": len(images) / seconds}
-        print(f"  {run_dir.name}: w={w:g} NFE {spent[0]}: accuracy {row['accuracy']:.4f}, feature FD "
-              f"{row['feature_fd']:.2f}, {row['images_per_s']:.0f} images/s", flush=True)
-        rows.append(row)
-    return rows
+        print(f"  {run_dir.name}: w={w:g} NFE {spent[0]}: {len(images) / seconds:.1f} images/s", flush=True)
+        yield {"guidance": w, "heun_steps": nfe // 2, "nfe": spent[0], "n": len(images),
+               "images_per_s": len(images) / seconds}, images
+
+
+def score(name: str, row: dict, images: torch.Tensor, classifier, reference, labels) -> dict:
+    """The row with the conditional accuracy and the feature Fréchet distance of its images."""
+    from flowdiff.learning.classifier import conditional_accuracy, feature_frechet_distance
+
+    row = {**row, "accuracy": conditional_accuracy(classifier, images, labels),
+           "feature_fd": feature_frechet_distance(classifier, reference, images)}
+    print(f"  {name}: w={row['guidance']:g} NFE {row['nfe']}: accuracy {row['accuracy']:.4f}, "
+          f"feature FD {row['feature_fd']:.2f}", flush=True)
+    return row
 
 
 def settings(args) -> list[tuple[float, int]]:
@@ -190,22 +198,36 @@ def main(argv=None) -> dict:
     results = {"data": args.data, "device": args.device, "threads": torch.get_num_threads(),
                "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
                "budget_s": args.budget, "seed": args.seed, "argv": sys.argv[1:] if argv is None else list(argv)}
-    results["autoencoder"] = train_autoencoder(args, out / "ae")
-    results["pixel"] = train_flow(args, out / "pixel", None)
-    results["latent"] = train_flow(args, out / "latent", out / "ae")
+    arms = args.arms.split(",")
+    file = out / ("results.json" if set(arms) == {"pixel", "latent"} else f"results-{'-'.join(arms)}.json")
+    results["complete"] = False
+    if "latent" in arms:
+        results["autoencoder"] = train_autoencoder(args, out / "ae")
+    for name in arms:
+        results[name] = train_flow(args, out / name, out / "ae" if name == "latent" else None)
+        file.write_text(json.dumps(results, indent=2))
 
     data = load_images(args.data)
-    start = CLOCK()
-    trained = load_or_train_classifier(data.images, data.labels, data.num_classes, out / "classifier",
-                                       name=data.name, steps=args.classifier_steps,
-                                       generator=torch.Generator().manual_seed(args.seed))
     split = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed + 7))
     half_a, half_b = split[: len(data) // 2], split[len(data) // 2 :]
     if args.samples:
         half_b = half_b[: args.samples]  # the baseline uses the same sample size as the generated images
     reference, labels = data.images[half_a], data.labels[half_b]
+    drawn = {}  # sampled before the classifier is trained or loaded: its cache may be filling meanwhile
+    for name in arms:
+        drawn[name] = []
+        for row, images in draw(out / name, labels, args):
+            drawn[name].append(images)
+            torch.save(images, out / name / f"samples-w{row['guidance']:g}-nfe{row['nfe']}.pt")  # kept if stopped
+            results[name].setdefault("sampling", []).append(row)
+            file.write_text(json.dumps(results, indent=2))
+    start = CLOCK()
+    trained = load_or_train_classifier(data.images, data.labels, data.num_classes, out / "classifier",
+                                       name=data.name, steps=args.classifier_steps,
+                                       generator=torch.Generator().manual_seed(args.seed))
     results["samples_per_setting"] = len(half_b)
     results["classifier_test_accuracy"] = trained.test_accuracy
+    results["classifier_from_cache"] = trained.from_cache
     results["classifier_seconds"] = CLOCK() - start
     baseline, singular = score_baseline(trained.classifier, reference, data.images[half_b])
     results["baseline_feature_fd"] = baseline
@@ -213,13 +235,15 @@ def main(argv=None) -> dict:
     problem = classifier_problem(trained.test_accuracy, baseline, singular, args.min_classifier_accuracy)
     if problem:
         results["classifier_invalid"] = problem
-        (out / "results.json").write_text(json.dumps(results, indent=2))
+        file.write_text(json.dumps(results, indent=2))
         raise SystemExit(f"INVALID metric classifier: {problem}; no generated-image scores reported "
-                         f"(training results in {out / 'results.json'})")
-    for name in ("pixel", "latent"):
-        results[name]["samples"] = measure(out / name, trained.classifier, reference, labels, args)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"wrote {out / 'results.json'}")
+                         f"(training results in {file})")
+    for name in arms:
+        results[name]["samples"] = [score(name, row, images, trained.classifier, reference, labels)
+                                    for row, images in zip(results[name].pop("sampling"), drawn[name])]
+    results["complete"] = True
+    file.write_text(json.dumps(results, indent=2))
+    print(f"wrote {file}")
     return results
 
 
