@@ -14,10 +14,15 @@ they stay what a quiet machine's wall-clock would be, while wall-clock varies wi
    distance (NOT Inception FID) at guidance w and Heun NFE 10 and 100, and the sampling speed.
 
 The Fréchet distance compares generated images drawn with half B's labels against half A of the
-real images; B itself against A is the real-data baseline (same sample size, same bias).
+real images; B itself against A is the real-data baseline (same sample size, same bias). A
+classifier below --min-classifier-accuracy on held-out images, or with a degenerate baseline (not
+positive, or a singular covariance), gets no generated-image scores: the run stops with the reason.
+Samples are drawn (and saved as OUT/ARM/samples-*.pt) before the classifier is loaded or trained,
+and results are written after every stage, so a stopped run keeps what it measured.
 
     python benchmarks/latent_vs_pixel.py                            # 8x8 digits, on one CPU thread
     python benchmarks/latent_vs_pixel.py --data mnist --budget 600  # the 28x28 MNIST-5k subset
+    python benchmarks/latent_vs_pixel.py --data mnist --arms latent --reuse-ae  # one flow per process
 """
 
 from __future__ import annotations
