@@ -130,3 +130,39 @@ def test_classifier_trains_is_cached_and_measures(tmp_path):
     noise = torch.rand(800, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     far = feature_frechet_distance(first.classifier, digits.images[:800], noise)
     assert far > 5 * near
+
+
+def test_classifier_training_depends_on_its_generator_not_on_global_rng():
+    from flowdiff.learning.classifier import train_classifier
+
+    digits = load_images("digits")
+    images, labels = digits.images[:200], digits.labels[:200]
+    weights, accuracies = [], []
+    for global_seed in (1, 2):  # what ran before (e.g. flow training) leaves the global RNG anywhere
+        torch.manual_seed(global_seed)
+        before = torch.get_rng_state()
+        trained = train_classifier(images, labels, 10, steps=5, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(torch.get_rng_state(), before)  # and the global RNG is left as it was
+        weights.append(trained.classifier.state_dict())
+        accuracies.append(trained.test_accuracy)
+    assert accuracies[0] == accuracies[1]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    other = train_classifier(images, labels, 10, steps=5, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(other.classifier.state_dict()["head.weight"], weights[0]["head.weight"])
+
+
+def test_a_fresh_28x28_classifier_tells_images_apart():
+    import torch.nn.functional as F
+
+    from flowdiff.learning.classifier import ImageClassifier
+
+    # digits enlarged to MNIST's size: the classifier then has four stages of two convolutions
+    images = F.interpolate(load_images("digits").images[:100], size=(28, 28), mode="bilinear")
+    for seed in range(3):
+        torch.manual_seed(seed)
+        classifier = ImageClassifier(1, 28, 10).eval()
+        with torch.no_grad():
+            features = classifier.feature_head[0](classifier.body(images).mean(dim=(-2, -1)))
+        # He init: spread over images 1e-3 to 1e-1; torch's default init shrinks it to ~1e-6, nearly
+        # constant features from which training starts at the chance loss (the MNIST-5k failure)
+        assert features.std(dim=0).mean() > 1e-4
