@@ -46,6 +46,20 @@ pytest_add_cli_args_test_selection = [
     "--deselect=tests/learning/test_guidance.py::test_trained_model_with_guidance",
 ]
 ''',
+    # The cores added after the first mutation runs: the adaptive solver, the CTMC, the discrete path and the
+    # multistep samplers, against their own tests.
+    "new": '''only_mutate = [
+    "src/flowdiff/dynamics/adaptive.py",
+    "src/flowdiff/dynamics/ctmc.py",
+    "src/flowdiff/paths/discrete.py",
+    "src/flowdiff/learning/sampling/multistep.py",
+]
+pytest_add_cli_args_test_selection = [
+    "tests/dynamics/", "tests/paths/", "tests/learning/test_sampling_multistep.py",
+    "tests/learning/test_discrete.py", "tests/learning/test_learning_contracts.py",
+    "tests/learning/test_likelihood.py",
+]
+''',
 }
 
 HEADER = "[tool.mutmut]\n"
