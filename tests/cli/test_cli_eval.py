@@ -60,6 +60,20 @@ def test_eval_writes_json_and_plot(run_dir, tmp_path, cli):
     assert nll["n"] == 200 and math.isfinite(nll["mean"]) and nll["standard_error"] > 0
 
 
+def test_threads_as_given_else_one_for_vectors(run_dir, tmp_path, cli):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        for given, expected in ((["--threads", "2"], 2), ([], 1)):
+            done = cli("eval", run_dir, "--n", "8", "--nfe", "1", "--solvers", "euler", "--no-nll", "--metrics", "w2",
+                       "--out", tmp_path / f"threads{expected}", *given)
+            assert done.returncode == 0, done.stderr
+            assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_missing_run_dir_is_one_line_and_exit_2(tmp_path):
     done = subprocess.run([sys.executable, "-m", "flowdiff", "eval", str(tmp_path / "nowhere"), "--n", "100"],
                           capture_output=True, text=True, timeout=120)
@@ -83,6 +97,7 @@ def test_missing_run_dir_is_one_line_and_exit_2(tmp_path):
         (["--tol", "0"], "tolerances must be positive"),
         (["--sigma", "1", "--solvers", "euler_maruyama", "--nfe", "1"], "at least two steps"),
         (["--out", "eval.json"], "is a file"),
+        (["--threads", "0"], "'--threads'"),
     ],
 )
 def test_bad_options_are_one_line_and_exit_2(run_dir, tmp_path, monkeypatch, cli, args, message):

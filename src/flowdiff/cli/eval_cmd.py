@@ -48,6 +48,8 @@ def eval_command(
     out: Path = typer.Option(None, "--out", help="Directory for eval.json and eval.png (default: the run "
                              "directory)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads (default: 1 for vectors, torch's "
+                                "for images; as for train)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing eval.json and eval.png."),
     heldout: Path = typer.Option(None, "--heldout", metavar="FILE",
@@ -60,8 +62,12 @@ def eval_command(
     from flowdiff.plots.evaluation import write_evaluation
     from flowdiff.runs.evaluation import EVAL_JSON, EVAL_PNG, evaluate_run, output_directory
 
+    from flowdiff.learning.devices import configure_threads
+
     out_dir = output_directory(run_dir, out)
-    if _is_token_run(run_dir):
+    kind = _data_kind(run_dir)
+    configure_threads(threads, device, kind)
+    if kind == "tokens":
         from flowdiff.cli.discrete_runs import eval_token_run
         from flowdiff.runs.load import load
 
@@ -86,11 +92,12 @@ def eval_command(
     print(f"wrote {written[0]} and {written[1]}")
 
 
-def _is_token_run(run_dir: Path) -> bool:
-    """A discrete run: ELBO and distance to a known law instead of ODE solvers (--nfe: the Euler steps)."""
+def _data_kind(run_dir: Path) -> str:
+    """The run's kind of data: "vectors", "images" or "tokens" (a discrete run: ELBO and distance to a known law
+    instead of ODE solvers, --nfe counting its Euler steps)."""
     from flowdiff.runs.layout import read_config
 
-    return read_config(run_dir)["data"].get("kind") == "tokens"
+    return read_config(run_dir)["data"].get("kind", "vectors")
 
 
 def print_result(result: dict) -> None:
