@@ -213,13 +213,20 @@ def sampler_of(name: str):
     return METHODS[name][2]()
 
 
-def run_seed(seed: int, args, methods: list[str]) -> dict:
+def save(args, results: list[dict]) -> None:
+    """Write the results so far (after every row, so that a stopped run keeps what it measured)."""
+    if args.out is not None:
+        args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "results": results}, indent=1))
+
+
+def run_seed(seed: int, args, methods: list[str], results: list[dict]) -> None:
     mixture = eight_gaussians_mixture()
     reference = mixture.sample(args.n, torch.Generator().manual_seed(10_000 + seed)).float()
     spare = mixture.sample(args.n, torch.Generator().manual_seed(20_000 + seed)).float()
     x0 = torch.randn(args.n, 2, generator=torch.Generator().manual_seed(30_000 + seed))
     out = {"seed": seed, "floor": {"w2": wasserstein2(spare, reference, max_samples=None),
                                    "energy": energy_distance(spare, reference)}, "rows": {}}
+    results.append(out)
     teachers: dict = {}
     for name in methods:
         trained = (train_student(name, args.budget, args, seed, teachers) if name in STUDENTS
@@ -231,9 +238,9 @@ def run_seed(seed: int, args, methods: list[str]) -> dict:
             x = sampler(trained.model, x0, nfe).float()
             row[nfe] = {"w2": wasserstein2(x, reference, max_samples=None), "energy": energy_distance(x, reference)}
         out["rows"][name] = row
+        save(args, results)
         print(f"seed {seed} {name}: {trained.steps} steps, {trained.cpu_s:.1f} CPU s {trained.parts}, W2 "
               + ", ".join(f"{k}: {row[k]['w2']:.3f}" for k in NFES), flush=True)
-    return out
 
 
 def cell(values) -> str:
@@ -258,6 +265,23 @@ def table(results: list[dict], metric: str) -> list[str]:
     return lines
 
 
+def target(results: list[dict]) -> str:
+    """The issue's target: flowdiff's best 1-step W2 against the peers' best 100-step W2 (rows chosen by their mean
+    over the seeds), with the per-seed difference (same reference points and noise in both: a paired difference)."""
+    def best(rows: list[str], nfe: str) -> str:
+        return min(rows, key=lambda name: sum(r["rows"][name][nfe]["w2"] for r in results) / len(results))
+
+    complete = [name for name in results[0]["rows"] if all(name in r["rows"] for r in results)]
+    ours = best([name for name in complete if name.startswith("fd ")], "1")
+    peers = [name for name in complete if not name.startswith("fd ")]
+    if not peers:
+        return f"target: no peer rows; flowdiff's best 1-step row is {ours}"
+    theirs = best(peers, "100")
+    gaps = [r["rows"][ours]["1"]["w2"] - r["rows"][theirs]["100"]["w2"] for r in results]
+    return (f"target: {ours} at NFE 1 minus {theirs} at NFE 100, W2 difference per seed "
+            f"{', '.join(f'{g:+.3f}' for g in gaps)}; mean ± sd {cell(gaps)} (<= 0 meets the target)")
+
+
 def report(files: list[Path]) -> None:
     """Print the tables of one or more JSON files of this script (their seeds and rows merged)."""
     results = []
@@ -267,6 +291,7 @@ def report(files: list[Path]) -> None:
         results += data["results"]
     for metric in ("w2", "energy"):
         print("\n" + "\n".join(table(results, metric)))
+    print("\n" + target(results))
 
 
 def main() -> None:
@@ -296,15 +321,14 @@ def main() -> None:
         raise SystemExit(f"unknown method(s) {unknown}; choose from: {', '.join([*METHODS, *STUDENTS])}")
     results = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        results.append(run_seed(seed, args, methods))
-        if args.out is not None:  # after every seed, so that a stopped run keeps what it measured
-            args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "results": results},
-                                           indent=1))
+        run_seed(seed, args, methods, results)
     budget = f"{args.budget} CPU s per row" if args.budget is not None else f"{args.steps} training steps"
     print(f"\n{budget}, batch {args.batch}, MLP {'x'.join(map(str, HIDDEN))}, {args.n} samples, seeds {args.first_seed}"
           f"-{args.first_seed + args.seeds - 1}")
+    results = json.loads(json.dumps(results))  # the NFE keys as in the JSON file
     for metric in ("w2", "energy"):
-        print("\n" + "\n".join(table(json.loads(json.dumps(results)), metric)))
+        print("\n" + "\n".join(table(results, metric)))
+    print("\n" + target(results))
 
 
 if __name__ == "__main__":
