@@ -244,6 +244,8 @@ def run_seed(seed: int, args, methods: list[str], results: list[dict]) -> None:
 
 
 def cell(values) -> str:
+    if any(value is None for value in values):
+        return "—"
     values = torch.tensor(values, dtype=torch.float64)
     spread = float(values.std()) if len(values) > 1 else 0.0
     return f"{float(values.mean()):.3f} ± {spread:.3f}"
@@ -257,10 +259,10 @@ def table(results: list[dict], metric: str) -> list[str]:
     for name in names:
         rows = [r["rows"][name] for r in results if name in r["rows"]]
         steps = sorted({int(row.get("steps", 0)) for row in rows})
-        lines.append(f"| {name} | " + " | ".join(cell([row[str(k)][metric] for row in rows]) for k in NFES)
+        lines.append(f"| {name} | " + " | ".join(cell([row[str(k)].get(metric) for row in rows]) for k in NFES)
                      + f" | {'-'.join(map(str, steps[:: max(1, len(steps) - 1)]))} | "
                      + f"{cell([row.get('cpu_s', float('nan')) for row in rows])} |")
-    seeds = {r.get("seed", i): r["floor"][metric] for i, r in enumerate(results)}
+    seeds = {r.get("seed", i): (r.get("floor") or {}).get(metric) for i, r in enumerate(results)}
     lines.append(f"| data vs data | {cell(list(seeds.values()))} |" + " |" * (len(NFES) + 1))
     return lines
 
@@ -284,11 +286,16 @@ def target(results: list[dict]) -> str:
 
 def report(files: list[Path]) -> None:
     """Print the tables of one or more JSON files of this script (their seeds and rows merged)."""
-    results = []
+    by_seed: dict = {}
     for file in files:
         data = json.loads(file.read_text())
         print(f"{file}: {data['args']}")
-        results += data["results"]
+        for result in data["results"]:
+            merged = by_seed.setdefault(result.get("seed"), {"seed": result.get("seed"), "rows": {}})
+            merged["rows"].update(result["rows"])
+            merged.setdefault("floor", result.get("floor"))
+            merged["floor"] = merged["floor"] or result.get("floor")
+    results = list(by_seed.values())
     for metric in ("w2", "energy"):
         print("\n" + "\n".join(table(results, metric)))
     print("\n" + target(results))
