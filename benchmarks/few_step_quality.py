@@ -258,10 +258,10 @@ def table(results: list[dict], metric: str) -> list[str]:
              "|---" * (len(NFES) + 3) + "|"]
     for name in names:
         rows = [r["rows"][name] for r in results if name in r["rows"]]
-        steps = sorted({int(row.get("steps", 0)) for row in rows})
+        steps = sorted({int(row["steps"]) for row in rows if "steps" in row}) or ["—"]
         lines.append(f"| {name} | " + " | ".join(cell([row[str(k)].get(metric) for row in rows]) for k in NFES)
                      + f" | {'-'.join(map(str, steps[:: max(1, len(steps) - 1)]))} | "
-                     + f"{cell([row.get('cpu_s', float('nan')) for row in rows])} |")
+                     + f"{cell([row.get('cpu_s') for row in rows])} |")
     seeds = {r.get("seed", i): (r.get("floor") or {}).get(metric) for i, r in enumerate(results)}
     lines.append(f"| data vs data | {cell(list(seeds.values()))} |" + " |" * (len(NFES) + 1))
     return lines
@@ -290,8 +290,9 @@ def report(files: list[Path]) -> None:
     for file in files:
         data = json.loads(file.read_text())
         print(f"{file}: {data['args']}")
-        for result in data["results"]:
-            merged = by_seed.setdefault(result.get("seed"), {"seed": result.get("seed"), "rows": {}})
+        for i, result in enumerate(data["results"]):  # files written before the "seed" key held seeds 0, 1, ...
+            seed = result.get("seed", data["args"].get("first_seed", 0) + i)
+            merged = by_seed.setdefault(seed, {"seed": seed, "rows": {}})
             merged["rows"].update(result["rows"])
             merged.setdefault("floor", result.get("floor"))
             merged["floor"] = merged["floor"] or result.get("floor")
