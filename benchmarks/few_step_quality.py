@@ -247,8 +247,9 @@ def cell(values) -> str:
     if any(value is None for value in values):
         return "—"
     values = torch.tensor(values, dtype=torch.float64)
-    spread = float(values.std()) if len(values) > 1 else 0.0
-    return f"{float(values.mean()):.3f} ± {spread:.3f}"
+    if len(values) == 1:
+        return f"{float(values[0]):.3f}"  # one seed: no spread to show
+    return f"{float(values.mean()):.3f} ± {float(values.std()):.3f}"
 
 
 def table(results: list[dict], metric: str) -> list[str]:
