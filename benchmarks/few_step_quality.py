@@ -33,7 +33,7 @@ between two held-out draws (the data-vs-data floor); mean ± sd over seeds.
 
     .venv/bin/pip install --no-deps -r benchmarks/requirements.txt   # torchcfm, flow_matching (+ tqdm)
     .venv/bin/python benchmarks/few_step_quality.py               # 2 seeds, 3000 steps
-    .venv/bin/python benchmarks/few_step_quality.py --budget 60 --n 5000 --seeds 3 --out budget.json
+    .venv/bin/python benchmarks/few_step_quality.py --budget 20 --pairs 5000 --n 5000 --seeds 2 --out budget.json
     .venv/bin/python benchmarks/few_step_quality.py --report a.json b.json   # tables of runs (seeds) merged
     .venv/bin/python benchmarks/few_step_quality.py --quick       # a smoke run: 300 steps, n = 500, one seed
 """
