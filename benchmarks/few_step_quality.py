@@ -1,4 +1,4 @@
-"""Few-step sample quality: flow maps (MeanFlow, shortcut) against flow models at NFE 1, 2, 4, 8 and 100.
+"""Few-step sample quality: flow maps (MeanFlow, shortcut), reflow and distillation against flow models at NFE 1-100.
 
 Task and loop are those of benchmarks/quality_vs_nfe.py: N(0, I) -> eight Gaussians (std 0.2, radius 2) in
 2-D; flowdiff's MLP 256x3 from the same initial seed; flowdiff's Trainer with AdamW, lr 1e-3 decayed by a cosine,
@@ -9,14 +9,32 @@ batch 256, the same minibatches, no EMA or clipping; only the loss differs:
 - fd MeanFlow:       flowdiff.learning.flowmaps.MeanFlow() (power 0) -> flow-map jumps (NFE = steps)
 - fd shortcut:       flowdiff.learning.flowmaps.Shortcut()           -> flow-map jumps
 - torchcfm OT-CFM:   ExactOptimalTransportConditionalFlowMatcher     -> torchdiffeq odeint, Euler
-- flow_matching:     AffineProbPath(CondOTScheduler()) (I-CFM)       -> its ODESolver, Euler
+- flow_matching I-CFM / OT-CFM: AffineProbPath(CondOTScheduler()) on independent pairs, or on pairs matched by
+                     an exact OT plan of the minibatch (POT ot.emd; flow_matching has no coupling of its own but
+                     its path takes any (x_0, x_1))  -> its ODESolver, Euler
 
-The flow maps train the same MLP with a second time input (flow_map=True). Quality: exact W2 (POT) and energy
-distance between n samples and n held-out points, beside the same distances between two held-out draws (the
-data-vs-data floor); mean ± sd over seeds. Also the training cost in ms per step (one thread).
+and the rows that start from a trained teacher (the teacher is the row named in brackets, trained as that row is;
+its ODE (Heun, 64 steps) or jumps (64) from `--pairs` noise points are stored, in memory, as in `flowdiff reflow`):
+
+- fd reflow (T teacher):  flow matching on the teacher's (X_0, X_1) pairs (`StoredPairs`), from the teacher's
+                          weights                                                 -> Euler steps
+- fd distill (T teacher): `TrajectoryDistillation` of a flow map on the teacher's states at t = i/8, from the
+                          teacher's weights (a flow teacher gets the new interval embedding) -> jumps
+
+Two budgets. Equal steps (the default): every network trains `--steps` steps (a student's teacher too).
+Equal CPU time (`--budget SECONDS`): every row gets the same CPU seconds (`time.process_time`, one torch thread:
+on this shared machine, CPU seconds stand for the wall-clock of a quiet one). A probe of `--probe` steps measures
+each loss's seconds per step and sets its steps to budget / (seconds per step); a teacher-based row gives half of
+the budget to its teacher, charges the teacher's ODE solves, and spends the rest on its student. The probes are not
+charged (every row has one). Each row reports the CPU seconds it really spent.
+
+Quality: exact W2 (POT) and energy distance between n samples and n held-out points, beside the same distances
+between two held-out draws (the data-vs-data floor); mean ± sd over seeds.
 
     .venv/bin/pip install --no-deps -r benchmarks/requirements.txt   # torchcfm, flow_matching (+ tqdm)
     .venv/bin/python benchmarks/few_step_quality.py               # 2 seeds, 3000 steps
+    .venv/bin/python benchmarks/few_step_quality.py --budget 20 --pairs 5000 --n 5000 --seeds 2 --out budget.json
+    .venv/bin/python benchmarks/few_step_quality.py --report a.json b.json   # tables of runs (seeds) merged
     .venv/bin/python benchmarks/few_step_quality.py --quick       # a smoke run: 300 steps, n = 500, one seed
 """
 
@@ -26,6 +44,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -44,12 +63,16 @@ from quality_vs_nfe import (  # noqa: E402
 )
 
 import flowdiff as fd  # noqa: E402
-from flowdiff.learning.flowmaps import MeanFlow, Shortcut  # noqa: E402
+from flowdiff.learning.flowmaps import MeanFlow, Shortcut, StoredPairs, TrajectoryDistillation  # noqa: E402
+from flowdiff.learning.losses import flow_matching_loss  # noqa: E402
 from flowdiff.learning.metrics import energy_distance, wasserstein2  # noqa: E402
 from flowdiff.learning.models.mlp import MLP  # noqa: E402
 
 NFES = [1, 2, 4, 8, 100]
 PATH = fd.GaussianPath("linear")
+TEACHER_SHARE = 0.5  # of a teacher-based row's CPU budget, for its teacher
+TEACHER_STEPS = 64  # the teacher's ODE (Heun) steps or jumps per trajectory
+KEEP = 8  # a distilled student learns every pair of the times i / KEEP (so 1, 2, 4 and 8 jumps are sub-grids)
 
 
 def map_loss(loss):
@@ -64,6 +87,26 @@ def jumps(model, x0, nfe):
     return fd.sample(model, PATH, x0=x0, steps=nfe)
 
 
+def flow_matching_ot_loss():
+    """Meta flow_matching's path on minibatch-OT pairs: x_0 permuted by the exact plan (POT) of the batch."""
+    import ot
+    from flow_matching.path import AffineProbPath
+    from flow_matching.path.scheduler import CondOTScheduler
+
+    path = AffineProbPath(scheduler=CondOTScheduler())
+
+    def loss(model, x1, generator):
+        x0 = torch.randn(x1.shape, generator=generator)
+        weights = ot.unif(x1.shape[0])
+        plan = ot.emd(weights, weights, torch.cdist(x0, x1).pow(2).double().numpy())
+        x0 = x0[torch.from_numpy(plan.argmax(axis=0))]  # a permutation: the noise matched with each x_1
+        t = torch.rand(x1.shape[0], generator=generator)
+        sample_ = path.sample(x_0=x0, x_1=x1, t=t)
+        return (model(sample_.x_t, sample_.t) - sample_.dx_t).pow(2).mean()
+
+    return loss
+
+
 METHODS = {  # name: (loss factory, flow map?, sampler factory)
     "fd flow (I-CFM)": (lambda: flowdiff_loss("independent"), False, lambda: euler),
     "fd flow (OT)": (lambda: flowdiff_loss("ot"), False, lambda: euler),
@@ -71,79 +114,230 @@ METHODS = {  # name: (loss factory, flow map?, sampler factory)
     "fd shortcut": (lambda: map_loss(Shortcut()), True, lambda: jumps),
     "torchcfm OT-CFM": (lambda: torchcfm_loss(ot=True), False, lambda: torchdiffeq_sampler("euler")),
     "flow_matching I-CFM": (flow_matching_loss_meta, False, lambda: meta_sampler("euler")),
+    "flow_matching OT-CFM": (flow_matching_ot_loss, False, lambda: meta_sampler("euler")),
 }
+STUDENTS = {  # name: (teacher, how the student learns)
+    "fd reflow (OT teacher)": ("fd flow (OT)", "reflow"),
+    "fd reflow (I-CFM teacher)": ("fd flow (I-CFM)", "reflow"),
+    "fd distill (OT teacher)": ("fd flow (OT)", "distill"),
+    "fd distill (shortcut teacher)": ("fd shortcut", "distill"),
+}
+DEFAULT = [*METHODS, "fd reflow (OT teacher)", "fd distill (OT teacher)", "fd distill (shortcut teacher)"]
 
 
-def train(loss_fn, flow_map: bool, data: torch.Tensor, steps: int, batch: int, seed: int) -> tuple[MLP, float]:
-    """quality_vs_nfe's shared loop, for a network with or without the second time; returns it and ms per step."""
+@dataclass
+class Trained:
+    """A trained network with what it cost: CPU seconds of training (and of a teacher's ODE) and steps."""
+
+    model: MLP
+    cpu_s: float
+    steps: int
+    parts: dict = field(default_factory=dict)
+
+
+def train(loss_fn, flow_map: bool, data: torch.Tensor, steps: int, batch: int, seed: int,
+          init: MLP | None = None) -> Trained:
+    """quality_vs_nfe's shared loop, for a network with or without the second time, from `init`'s weights if given."""
     torch.manual_seed(seed)
     model = MLP(2, hidden=HIDDEN, flow_map=flow_map)
+    if init is not None:
+        model.load_state_dict(init.state_dict(), strict=False)  # a flow teacher has no interval embedding
+    model.requires_grad_(True)
     torch.manual_seed(seed + 2)
     trainer = fd.Trainer(model, PATH, data, loss=lambda model, path, x1, generator, **_: loss_fn(model, x1, generator),
                          steps=steps, batch_size=batch, lr=1e-3, warmup=0, grad_clip=None, ema_decay=None, seed=seed,
                          device="cpu", log_every=steps)
-    started = time.perf_counter()
+    started = time.process_time()
     trainer.fit()
-    return trainer.model.eval().requires_grad_(False), 1e3 * (time.perf_counter() - started) / steps
+    return Trained(trainer.model.eval().requires_grad_(False), time.process_time() - started, steps)
 
 
-def run_seed(seed: int, args, methods: list[str]) -> dict:
+def budget_steps(loss_fn, flow_map: bool, data: torch.Tensor, seconds: float, args, seed: int, init=None) -> int:
+    """The steps that `seconds` of CPU buy: a probe of args.probe steps measures this loss's seconds per step."""
+    probe = train(loss_fn, flow_map, data[: args.probe * args.batch], args.probe, args.batch, seed, init)
+    return max(1, int(seconds / (probe.cpu_s / args.probe)))
+
+
+def train_method(name: str, seconds: float | None, args, seed: int) -> Trained:
+    """A row of METHODS trained for args.steps steps, or for the steps that `seconds` of CPU buy."""
+    make_loss, flow_map, _ = METHODS[name]
+    steps = args.steps
+    if seconds is not None:
+        steps = budget_steps(make_loss(), flow_map, training_data(args.probe, args.batch, seed), seconds, args, seed)
+    return train(make_loss(), flow_map, training_data(steps, args.batch, seed), steps, args.batch, seed)
+
+
+@torch.no_grad()
+def teacher_states(teacher: Trained, flow_map: bool, n: int, keep: int, seed: int) -> tuple[torch.Tensor, float]:
+    """(n, keep + 1, 2) states of the teacher's ODE (Heun) or jumps at the times i / keep, and their CPU seconds."""
+    started = time.process_time()
+    x0 = torch.randn(n, 2, generator=torch.Generator().manual_seed(40_000 + seed))
+    solver = None if flow_map else "heun"
+    trajectory = fd.sample(teacher.model, PATH, x0=x0, steps=TEACHER_STEPS, solver=solver, return_trajectory=True)
+    states = trajectory.states[:: TEACHER_STEPS // keep].transpose(0, 1).contiguous()
+    return states, time.process_time() - started
+
+
+def student_loss(kind: str, states: torch.Tensor):
+    if kind == "reflow":
+        pairs = StoredPairs(states[:, 0], states[:, -1])
+        return lambda model, x1, generator: flow_matching_loss(model, PATH, x1, coupling=pairs, generator=generator)
+    return map_loss(TrajectoryDistillation(states))
+
+
+def train_student(name: str, seconds: float | None, args, seed: int, teachers: dict) -> Trained:
+    """A teacher-based row: its teacher (cached per seed and budget), the teacher's states, then the student."""
+    teacher_name, kind = STUDENTS[name]
+    key = (teacher_name, None if seconds is None else seconds * TEACHER_SHARE)
+    if key not in teachers:
+        teachers[key] = train_method(teacher_name, key[1], args, seed)
+    teacher = teachers[key]
+    states, ode_s = teacher_states(teacher, METHODS[teacher_name][1], args.pairs, 1 if kind == "reflow" else KEEP,
+                                   seed)
+    loss_fn, flow_map, data = student_loss(kind, states), kind == "distill", states[:, -1]
+    steps = args.steps
+    if seconds is not None:
+        left = seconds - teacher.cpu_s - ode_s
+        steps = budget_steps(loss_fn, flow_map, data, left, args, seed, teacher.model) if left > 0 else 0
+    if steps < 1:
+        raise SystemExit(f"{name}: the teacher and its ODE used the whole budget of {seconds} s; raise --budget")
+    student = train(loss_fn, flow_map, data, steps, args.batch, seed, teacher.model)
+    parts = {"teacher_s": teacher.cpu_s, "teacher_steps": teacher.steps, "ode_s": ode_s, "student_s": student.cpu_s,
+             "student_steps": steps}
+    return Trained(student.model, teacher.cpu_s + ode_s + student.cpu_s, teacher.steps + steps, parts)
+
+
+def sampler_of(name: str):
+    if name in STUDENTS:
+        return euler if STUDENTS[name][1] == "reflow" else jumps
+    return METHODS[name][2]()
+
+
+def save(args, results: list[dict]) -> None:
+    """Write the results so far (after every row, so that a stopped run keeps what it measured)."""
+    if args.out is not None:
+        args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "results": results}, indent=1))
+
+
+def run_seed(seed: int, args, methods: list[str], results: list[dict]) -> None:
     mixture = eight_gaussians_mixture()
     reference = mixture.sample(args.n, torch.Generator().manual_seed(10_000 + seed)).float()
     spare = mixture.sample(args.n, torch.Generator().manual_seed(20_000 + seed)).float()
     x0 = torch.randn(args.n, 2, generator=torch.Generator().manual_seed(30_000 + seed))
-    data = training_data(args.steps, args.batch, seed)
-    out = {"floor": {"w2": wasserstein2(spare, reference), "energy": energy_distance(spare, reference)}, "rows": {}}
+    out = {"seed": seed, "floor": {"w2": wasserstein2(spare, reference, max_samples=None),
+                                   "energy": energy_distance(spare, reference)}, "rows": {}}
+    results.append(out)
+    teachers: dict = {}
     for name in methods:
-        make_loss, flow_map, make_sampler = METHODS[name]
-        model, ms = train(make_loss(), flow_map, data, args.steps, args.batch, seed)
-        sampler, row = make_sampler(), {"ms_per_step": ms}
+        trained = (train_student(name, args.budget, args, seed, teachers) if name in STUDENTS
+                   else train_method(name, args.budget, args, seed))
+        sampler = sampler_of(name)
+        row = {"cpu_s": trained.cpu_s, "steps": trained.steps, "cpu_ms_per_step": 1e3 * trained.cpu_s / trained.steps,
+               **trained.parts}
         for nfe in NFES:
-            x = sampler(model, x0, nfe).float()
-            row[nfe] = {"w2": wasserstein2(x, reference), "energy": energy_distance(x, reference)}
+            x = sampler(trained.model, x0, nfe).float()
+            row[nfe] = {"w2": wasserstein2(x, reference, max_samples=None), "energy": energy_distance(x, reference)}
         out["rows"][name] = row
-        print(f"seed {seed} {name}: {ms:.1f} ms/step, W2 " + ", ".join(f"{k}: {row[k]['w2']:.3f}" for k in NFES),
-              flush=True)
-    return out
+        save(args, results)
+        print(f"seed {seed} {name}: {trained.steps} steps, {trained.cpu_s:.1f} CPU s {trained.parts}, W2 "
+              + ", ".join(f"{k}: {row[k]['w2']:.3f}" for k in NFES), flush=True)
+
+
+def cell(values) -> str:
+    if any(value is None for value in values):
+        return "—"
+    values = torch.tensor(values, dtype=torch.float64)
+    if len(values) == 1:
+        return f"{float(values[0]):.3f}"  # one seed: no spread to show
+    return f"{float(values.mean()):.3f} ± {float(values.std()):.3f}"
 
 
 def table(results: list[dict], metric: str) -> list[str]:
-    def cell(values):
-        values = torch.tensor(values, dtype=torch.float64)
-        spread = float(values.std()) if len(values) > 1 else 0.0
-        return f"{float(values.mean()):.3f} ± {spread:.3f}"
-
-    lines = [f"| method ({metric}) | " + " | ".join(f"NFE {k}" for k in NFES) + " | ms/step |",
-             "|---" * (len(NFES) + 2) + "|"]
-    for name in results[0]["rows"]:
-        rows = [r["rows"][name] for r in results]
-        lines.append(f"| {name} | " + " | ".join(cell([row[k][metric] for row in rows]) for k in NFES)
-                     + f" | {cell([row['ms_per_step'] for row in rows])} |")
-    lines.append(f"| data vs data | {cell([r['floor'][metric] for r in results])} |" + " |" * len(NFES))
+    """A markdown table, mean ± sd over the results' seeds, of one metric; rows in the order first seen."""
+    names = list(dict.fromkeys(name for r in results for name in r["rows"]))
+    lines = [f"| method ({metric}) | " + " | ".join(f"NFE {k}" for k in NFES) + " | steps | CPU s |",
+             "|---" * (len(NFES) + 3) + "|"]
+    for name in names:
+        rows = [r["rows"][name] for r in results if name in r["rows"]]
+        steps = sorted({int(row["steps"]) for row in rows if "steps" in row}) or ["—"]
+        lines.append(f"| {name} | " + " | ".join(cell([row[str(k)].get(metric) for row in rows]) for k in NFES)
+                     + f" | {'-'.join(map(str, steps[:: max(1, len(steps) - 1)]))} | "
+                     + f"{cell([row.get('cpu_s') for row in rows])} |")
+    seeds = {r.get("seed", i): (r.get("floor") or {}).get(metric) for i, r in enumerate(results)}
+    lines.append(f"| data vs data | {cell(list(seeds.values()))} |" + " |" * (len(NFES) + 1))
     return lines
+
+
+def target(results: list[dict]) -> str:
+    """The issue's target: flowdiff's best 1-step W2 against the peers' best 100-step W2 (rows chosen by their mean
+    over the seeds), with the per-seed difference (same reference points and noise in both: a paired difference)."""
+    def best(rows: list[str], nfe: str) -> str:
+        return min(rows, key=lambda name: sum(r["rows"][name][nfe]["w2"] for r in results) / len(results))
+
+    complete = [name for name in results[0]["rows"] if all(name in r["rows"] for r in results)]
+    ours = best([name for name in complete if name.startswith("fd ")], "1")
+    peers = [name for name in complete if not name.startswith("fd ")]
+    if not peers:
+        return f"target: no peer rows; flowdiff's best 1-step row is {ours}"
+    theirs = best(peers, "100")
+    gaps = [r["rows"][ours]["1"]["w2"] - r["rows"][theirs]["100"]["w2"] for r in results]
+    return (f"target: {ours} at NFE 1 minus {theirs} at NFE 100, W2 difference per seed "
+            f"{', '.join(f'{g:+.3f}' for g in gaps)}; mean ± sd {cell(gaps)} (<= 0 meets the target)")
+
+
+def report(files: list[Path]) -> None:
+    """Print the tables of one or more JSON files of this script (their seeds and rows merged)."""
+    by_seed: dict = {}
+    for file in files:
+        data = json.loads(file.read_text())
+        print(f"{file}: {data['args']}")
+        for i, result in enumerate(data["results"]):  # files written before the "seed" key held seeds 0, 1, ...
+            seed = result.get("seed", data["args"].get("first_seed", 0) + i)
+            merged = by_seed.setdefault(seed, {"seed": seed, "rows": {}})
+            merged["rows"].update(result["rows"])
+            merged.setdefault("floor", result.get("floor"))
+            merged["floor"] = merged["floor"] or result.get("floor")
+    results = list(by_seed.values())
+    for metric in ("w2", "energy"):
+        print("\n" + "\n".join(table(results, metric)))
+    print("\n" + target(results))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=3000, help="training steps of each network (equal steps)")
+    parser.add_argument("--budget", type=float, default=None, help="CPU seconds for each row instead of --steps")
+    parser.add_argument("--probe", type=int, default=40, help="steps of the probe that measures seconds per step")
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--n", type=int, default=2000, help="samples and held-out points per W2")
+    parser.add_argument("--pairs", type=int, default=10_000, help="teacher trajectories for reflow and distillation")
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated, from: " + ", ".join(METHODS))
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--methods", default=",".join(DEFAULT), help="comma-separated, from: "
+                        + ", ".join([*METHODS, *STUDENTS]))
     parser.add_argument("--quick", action="store_true", help="a smoke run: 300 steps, n = 500, one seed")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--report", type=Path, nargs="+", default=None, help="only print the tables of these JSONs")
     args = parser.parse_args()
+    if args.report:
+        return report(args.report)
     if args.quick:
-        args.steps, args.n, args.seeds = 300, 500, 1
+        args.steps, args.n, args.seeds, args.pairs = 300, 500, 1, 1000
     torch.set_num_threads(1)
     methods = [m.strip() for m in args.methods.split(",")]
-    results = [run_seed(seed, args, methods) for seed in range(args.seeds)]
-    print(f"\n{args.steps} training steps, batch {args.batch}, MLP {'x'.join(map(str, HIDDEN))}, {args.n} samples, "
-          f"{args.seeds} seed(s)")
+    unknown = [m for m in methods if m not in METHODS and m not in STUDENTS]
+    if unknown:
+        raise SystemExit(f"unknown method(s) {unknown}; choose from: {', '.join([*METHODS, *STUDENTS])}")
+    results = []
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        run_seed(seed, args, methods, results)
+    budget = f"{args.budget} CPU s per row" if args.budget is not None else f"{args.steps} training steps"
+    print(f"\n{budget}, batch {args.batch}, MLP {'x'.join(map(str, HIDDEN))}, {args.n} samples, seeds {args.first_seed}"
+          f"-{args.first_seed + args.seeds - 1}")
+    results = json.loads(json.dumps(results))  # the NFE keys as in the JSON file
     for metric in ("w2", "energy"):
         print("\n" + "\n".join(table(results, metric)))
-    if args.out is not None:
-        args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "results": results}, indent=1))
+    print("\n" + target(results))
 
 
 if __name__ == "__main__":
