@@ -59,10 +59,9 @@ def eval_command(
     """Sample quality against NFE for several solvers, and the NLL of held-out data; writes eval.json/png."""
     from flowdiff.cli.options import refuse_overwrite
     from flowdiff.cli.progress import progress_bar
+    from flowdiff.learning.devices import configure_threads
     from flowdiff.plots.evaluation import write_evaluation
     from flowdiff.runs.evaluation import EVAL_JSON, EVAL_PNG, evaluate_run, output_directory
-
-    from flowdiff.learning.devices import configure_threads
 
     out_dir = output_directory(run_dir, out)
     kind = _data_kind(run_dir)

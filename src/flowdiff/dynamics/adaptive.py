@@ -139,6 +139,8 @@ def dormand_prince(
     Saves x at every time of ts (save_all) or at the last; `callback` gets {"step", "t", "x", "nfe",
     "accepted", "rejected"} after every accepted step.
     """
+    if norm not in NORMS:
+        raise InvalidInputError(f"unknown error norm {norm!r}; choose one of: {', '.join(NORMS)}")
     dtype, device = x0.dtype, x0.device
     times = [float(t) for t in ts.tolist()]
     targets = times[1:] if save_all else times[-1:]
