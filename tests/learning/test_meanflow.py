@@ -12,7 +12,8 @@ from helpers import energy_distance, train_briefly
 import flowdiff as fd
 from flowdiff.errors import InvalidInputError
 from flowdiff.learning.flowmaps import MeanFlow, Shortcut
-from flowdiff.learning.losses import get_loss
+from flowdiff.learning.flowmaps.meanflow import ImprovedMeanFlow
+from flowdiff.learning.losses import METHODS, get_loss
 from flowdiff.learning.models import MLP
 from flowdiff.learning.training.trainer import Trainer
 from flowdiff.runs.train import run_hooks
@@ -29,7 +30,7 @@ def _trainer(loss, out=None, resume=False, steps=12):
                    hooks=run_hooks(out, resume=resume) if out is not None else ())
 
 
-@pytest.mark.parametrize("loss", ["meanflow", "shortcut"])
+@pytest.mark.parametrize("loss", ["meanflow", "imeanflow", "shortcut"])
 def test_flow_map_training_is_bitwise_reproducible_and_resumes_exactly(tmp_path, loss):
     straight = _trainer(loss, tmp_path / "a").fit()
     again = _trainer(loss).fit()
@@ -98,9 +99,16 @@ def test_the_default_loss_learns_the_conditional_mean_and_the_papers_weighting_d
 
 
 def test_loss_objects_rebuild_from_their_config_and_refuse_bad_hyperparameters():
-    for loss in (MeanFlow(flow_share=0.5, power=0.0, time_law="early"), Shortcut(consistency_share=0.5, max_steps=8)):
+    for loss in (MeanFlow(flow_share=0.5, power=0.0, time_law="early"), Shortcut(consistency_share=0.5, max_steps=8),
+                 MeanFlow(variant="improved"), ImprovedMeanFlow(time_law="logit_normal")):
         assert get_loss(loss.config()).config() == loss.config() and loss.prediction == "velocity"
+        assert type(get_loss(loss.config())) is type(loss)
     assert get_loss("meanflow", time_law="early").time_law == "early"  # what the Trainer asks for
+    assert get_loss("imeanflow").variant == "improved" and METHODS["imeanflow"] == "imeanflow"
+    with pytest.raises(InvalidInputError, match="unknown MeanFlow variant"):
+        MeanFlow(variant="imf")
+    with pytest.raises(InvalidInputError, match="improved variant"):
+        ImprovedMeanFlow(variant="original")
     with pytest.raises(InvalidInputError, match="flow_share must be a probability"):
         MeanFlow(flow_share=1.5)
     with pytest.raises(InvalidInputError, match="power of 2"):
