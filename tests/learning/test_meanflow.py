@@ -118,12 +118,14 @@ def test_loss_objects_rebuild_from_their_config_and_refuse_bad_hyperparameters()
 
 
 @functools.cache
-def _one_step_against_the_ode(loss: str) -> dict:
-    """Train MLP 64x3 (1500 steps, EMA) on MIXTURE; sample 2000 points in 1 jump, by 200 and by 1 Euler step(s) of
-    the network's own velocity u(x, t, t) from the same noise; return the distances the slow tests read."""
+def _one_step_against_the_ode(loss: str, steps: int = 1500, **options) -> dict:
+    """Train MLP 64x3 (`steps` steps, EMA; the loss `loss` with `options`) on MIXTURE; sample 2000 points in 1 jump,
+    by 200 and by 1 Euler step(s) of the network's own velocity u(x, t, t) from the same noise; return the
+    distances the slow tests read."""
     torch.manual_seed(0)
     data = MIXTURE.sample(8192, generator=torch.Generator().manual_seed(0))
-    model = train_briefly(MLP(2, hidden=(64, 64, 64), flow_map=True), fd.GaussianPath(), data, steps=1500, loss=loss)
+    model = train_briefly(MLP(2, hidden=(64, 64, 64), flow_map=True), fd.GaussianPath(), data, steps=steps,
+                          loss=get_loss(loss, **options))
     reference, spare = (MIXTURE.sample(2000, generator=torch.Generator().manual_seed(s)) for s in (1, 2))
     x0 = torch.randn(2000, 2, generator=torch.Generator().manual_seed(3))
     one = fd.sample(model, fd.GaussianPath(), x0=x0, steps=1)
@@ -154,12 +156,22 @@ def test_one_step_samples_are_near_the_mixture_and_the_map_lands_near_its_own_od
     assert got["map_vs_ode"] < 0.3 * got["euler_vs_ode"], got
 
 
+BOUND_SETTINGS = {"meanflow": {}, "shortcut": {"steps": 6000, "consistency_share": 0.75}}
+"""The training each method's 0.15 test runs with (beyond the defaults of `_one_step_against_the_ode`)."""
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="after 1500 steps the 1-step map is 0.40-0.45 (MeanFlow) and 0.28-0.34 "
-                   "(shortcut) from its own 200-step ODE (mean distance, seeds 0-2), not within 0.15; with 3000 "
-                   "steps (seed 0) 0.30 and 0.25: it falls with the training budget")
-@pytest.mark.parametrize("loss", ["meanflow", "shortcut"])
+@pytest.mark.parametrize("loss", [
+    pytest.param("meanflow", marks=pytest.mark.xfail(strict=True, reason=(
+        "MeanFlow's 1-step map stays 0.40-0.45 from its own 200-step ODE after 1500 steps (mean distance, seeds "
+        "0-2; improved MeanFlow 0.40-0.43) and 0.25 after 6000 (seed 0), not within 0.15 at a slow-test budget"))),
+    "shortcut"])
 def test_one_step_map_agrees_with_its_own_ode_within_the_stated_bound(loss):
     """The bound this acceptance test was written with: the 1-step map within 0.15 (mean distance) of a 200-step
-    Euler integration of the same network's u(x, t, t). Not met at this budget (see the xfail reason)."""
-    assert _one_step_against_the_ode(loss)["map_vs_ode"] < 0.15
+    Euler integration of the same network's u(x, t, t) (MLP 64x3, EMA 0.999, lr 3e-3, batch 256).
+
+    Shortcut, trained with `BOUND_SETTINGS` (6000 steps, consistency share 0.75; ~30 CPU s on one thread):
+    measured 0.140, 0.132, 0.145 over seeds 0, 1, 2 (this test runs seed 0); with the defaults (1500 steps, share
+    0.25) 0.34, 0.34, 0.28. MeanFlow keeps the 1500-step training of the test above and is a strict xfail: its
+    long jumps to the data end are the weak part (docs/few_step.md, "Where the map leaves its ODE")."""
+    assert _one_step_against_the_ode(loss, **BOUND_SETTINGS[loss])["map_vs_ode"] < 0.15
