@@ -21,6 +21,7 @@ with its time reversed; at r = t both losses are flow matching).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 
@@ -94,8 +95,9 @@ class MeanFlow:
     `flow_share` of the pairs gets r = t, where the target is plain flow matching. `time_law` is a registered
     law ("uniform", "early") or "logit_normal": the paper's logit(tau) ~ N(time_mu, time_sigma^2) on its time
     tau (data at 0), drawn as flowdiff's t = 1 - tau (`common.logit_normal`; the paper's ImageNet -0.4, 1.0 are
-    the defaults, read only by that law). Adaptive
-    weighting: w = 1 / (e + eps)^power with e the example's mean squared error. The default power = 0 is
+    the defaults, read only by that law).
+
+    Adaptive weighting: w = 1 / (e + eps)^power with e the example's mean squared error. The default power = 0 is
     plain L2, whose minimiser is the conditional mean; the paper's power = 1 is a robust (Cauchy-like) loss
     whose minimiser is not, so on low-dimensional data it biases even u(x, t, t) off the marginal velocity
     (docs/few_step.md: relative error 0.33 against 0.007 for flow matching on a 2-D mixture).
@@ -126,7 +128,7 @@ class MeanFlow:
                 "t_min": self.t_min, "t_max": self.t_max, "time_mu": self.time_mu, "time_sigma": self.time_sigma,
                 "variant": self.variant}
 
-    def law(self):
+    def law(self) -> str | Callable[[torch.Tensor], torch.Tensor]:
         """The time law as a map of u ~ U[0, 1] to [0, 1]: a registered law's name, or the logit-normal map."""
         if self.time_law == LOGIT_NORMAL:
             return functools.partial(logit_normal, mu=self.time_mu, sigma=self.time_sigma)
@@ -182,7 +184,7 @@ class ImprovedMeanFlow(MeanFlow):
 
     name = "imeanflow"
 
-    def __init__(self, **options) -> None:
+    def __init__(self, **options: object) -> None:
         if options.setdefault("variant", "improved") != "improved":
             raise InvalidInputError(f"the imeanflow loss is MeanFlow's improved variant, got variant="
                                     f"{options['variant']!r}; use the meanflow loss for the original")
