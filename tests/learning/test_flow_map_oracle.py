@@ -1,6 +1,7 @@
 """The analytic oracle of flow maps: on the linear path the exact map of Gaussian (closed form) and Gaussian-mixture
-data (the closed-form marginal velocity integrated by a tight dopri5) satisfies the MeanFlow identity and the shortcut
-self-consistency that the losses train, in flowdiff's time direction (noise at t = 0, data at t = 1)."""
+data (the closed-form marginal velocity integrated by a tight dopri5) satisfies the MeanFlow identity, improved
+MeanFlow's compound velocity and the shortcut self-consistency that the losses train, in flowdiff's time direction
+(noise at t = 0, data at t = 1)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import torch
 
 import flowdiff as fd
 from flowdiff.dynamics.solvers import Dopri5
-from flowdiff.learning.flowmaps import meanflow_target, shortcut_target
-from flowdiff.learning.flowmaps.meanflow import average_velocity_and_derivative
+from flowdiff.learning.flowmaps import MeanFlow, meanflow_target, shortcut_target
+from flowdiff.learning.flowmaps.common import per_example
+from flowdiff.learning.flowmaps.meanflow import average_velocity_and_derivative, improved_velocity
 
 PATH = fd.GaussianPath("linear")
 TIGHT = Dopri5(rtol=1e-10, atol=1e-10)
@@ -98,6 +100,44 @@ def test_the_meanflow_target_by_jvp_reproduces_the_exact_gaussian_map():
     assert (v - (r - t)[:, None] * derivative - u).abs().max() > 0.1
 
 
+def _gaussian_times(n=64):
+    t = torch.rand(n, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 0.8
+    return t, t + (1 - t) * torch.rand(n, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+
+
+def test_the_improved_compound_velocity_of_the_exact_gaussian_map_is_the_marginal_velocity():
+    """Improved MeanFlow regresses V = u - (r - t) sg(d/dt u), the JVP's tangent being the network's own u(z, t, t),
+    on the conditional velocity; E[v_cond | z] is the marginal velocity, so the exact map makes the expected residual
+    V - v vanish (rounding). With the paper's sign read in flowdiff's direction, u + (r - t) d/dt u, it is O(1)."""
+    mu, s = torch.tensor([1.5, -0.5], dtype=torch.float64), 0.6
+    exact, gaussian = GaussianFlowMap(mu, s), fd.GaussianMixture(mu[None], s**2)
+    x, (t, r) = points(), _gaussian_times()
+    v = fd.marginal_velocity(PATH, gaussian, x, t)
+    assert torch.allclose(MeanFlow._improved_prediction(exact, x, t, r, {}), v, atol=1e-10)
+    u, derivative = average_velocity_and_derivative(exact, x, t, r, exact(x, t), {})
+    assert torch.allclose(improved_velocity(u, derivative, t, r), v, atol=1e-10)
+    assert (u + (r - t)[:, None] * derivative - v).abs().max() > 0.1
+
+
+def test_the_improved_loss_of_the_exact_gaussian_map_is_the_conditional_variance_alone():
+    """On Gaussian data the improved loss of the exact map is, draw for draw, E |v(x_t, t) - v_cond|^2 (the part of
+    the loss no network can remove): its time pairs (both laws), path samples and compound velocity, end to end."""
+    mu, s = torch.tensor([1.5, -0.5], dtype=torch.float64), 0.6
+    exact, gaussian = GaussianFlowMap(mu, s), fd.GaussianMixture(mu[None], s**2)
+    x1 = gaussian.sample(512, generator=torch.Generator().manual_seed(4))
+    for law in ("uniform", "logit_normal"):
+        loss = MeanFlow(flow_share=0.5, time_law=law, variant="improved")
+        got = loss(exact, PATH, x1, generator=torch.Generator().manual_seed(5))
+        g = torch.Generator().manual_seed(5)
+        x0 = torch.randn(x1.shape, generator=g, dtype=x1.dtype)
+        t, _ = loss.times(torch.rand(512, generator=g, dtype=x1.dtype), g, "cpu", x1.dtype)
+        sample = PATH.sample(x1, t, noise=x0)
+        want = per_example(fd.marginal_velocity(PATH, gaussian, sample.x_t, t) - sample.velocity).mean()
+        assert torch.allclose(got, want, rtol=1e-9), (law, got, want)
+        original = MeanFlow(flow_share=0.5, time_law=law)(exact, PATH, x1, generator=torch.Generator().manual_seed(5))
+        assert abs(float(original - want)) > 1e-2  # the original keeps v_cond inside its target (measured 0.67, 0.76)
+
+
 def test_the_mixture_map_satisfies_the_meanflow_identity_with_second_order_finite_differences():
     """u(x, r, t) - [v(x, t) + (r - t) d/dt u] with d/dt u by central differences along the exact trajectory:
     the residual is the difference's truncation error, so it falls as h^2 (a sign error would leave O(1))."""
@@ -109,11 +149,29 @@ def test_the_mixture_map_satisfies_the_meanflow_identity_with_second_order_finit
         derivative = (exact(later, t + h, r=r) - exact(earlier, t - h, r=r)) / (2 * h)
         return u - meanflow_target(v, derivative, torch.tensor([t]), torch.tensor([r]))
 
-    residuals = [residual(h) for h in (0.02, 0.01)]
+    _falls_as_h_squared([residual(h) for h in (0.02, 0.01)])
+
+
+def _falls_as_h_squared(residuals):
     errors = [float(e.abs().max()) for e in residuals]
     assert abs(math.log2(errors[0] / errors[1]) - 2) < 0.1, errors
     # Richardson: the h^2 terms cancel, leaving O(h^4) and dopri5's endpoint error over 2h: under 2% of the residual
     assert float(((4 * residuals[1] - residuals[0]) / 3).abs().max()) < 0.02 * errors[1]
+
+
+def test_the_improved_compound_velocity_of_the_mixture_map_is_its_velocity_with_finite_differences():
+    """V = u(x, r, t) - (r - t) d/dt u, d/dt u by central differences along the exact trajectory, less the marginal
+    velocity: the difference's truncation error alone, falling as h^2 (the other sign would leave O(1))."""
+    exact, x, t, r = ExactFlowMap(mixture()), points(32), 0.3, 0.8
+    u, v = exact(x, t, r=r), exact(x, t)
+
+    def derivative(h):
+        later, earlier = exact.flow(x, t, t + h), exact.flow(x, t, t - h)
+        return (exact(later, t + h, r=r) - exact(earlier, t - h, r=r)) / (2 * h)
+
+    times = torch.tensor([t]), torch.tensor([r])
+    _falls_as_h_squared([improved_velocity(u, derivative(h), *times) - v for h in (0.02, 0.01)])
+    assert float((u + (r - t) * derivative(0.01) - v).abs().max()) > 0.1
 
 
 def test_the_shortcut_target_of_the_exact_maps_is_the_one_step_map():

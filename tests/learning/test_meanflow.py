@@ -12,7 +12,8 @@ from helpers import energy_distance, train_briefly
 import flowdiff as fd
 from flowdiff.errors import InvalidInputError
 from flowdiff.learning.flowmaps import MeanFlow, Shortcut
-from flowdiff.learning.losses import get_loss
+from flowdiff.learning.flowmaps.meanflow import ImprovedMeanFlow
+from flowdiff.learning.losses import METHODS, get_loss
 from flowdiff.learning.models import MLP
 from flowdiff.learning.training.trainer import Trainer
 from flowdiff.runs.train import run_hooks
@@ -29,7 +30,7 @@ def _trainer(loss, out=None, resume=False, steps=12):
                    hooks=run_hooks(out, resume=resume) if out is not None else ())
 
 
-@pytest.mark.parametrize("loss", ["meanflow", "shortcut"])
+@pytest.mark.parametrize("loss", ["meanflow", "imeanflow", "shortcut"])
 def test_flow_map_training_is_bitwise_reproducible_and_resumes_exactly(tmp_path, loss):
     straight = _trainer(loss, tmp_path / "a").fit()
     again = _trainer(loss).fit()
@@ -98,9 +99,16 @@ def test_the_default_loss_learns_the_conditional_mean_and_the_papers_weighting_d
 
 
 def test_loss_objects_rebuild_from_their_config_and_refuse_bad_hyperparameters():
-    for loss in (MeanFlow(flow_share=0.5, power=0.0, time_law="early"), Shortcut(consistency_share=0.5, max_steps=8)):
+    for loss in (MeanFlow(flow_share=0.5, power=0.0, time_law="early"), Shortcut(consistency_share=0.5, max_steps=8),
+                 MeanFlow(variant="improved"), ImprovedMeanFlow(time_law="logit_normal")):
         assert get_loss(loss.config()).config() == loss.config() and loss.prediction == "velocity"
+        assert type(get_loss(loss.config())) is type(loss)
     assert get_loss("meanflow", time_law="early").time_law == "early"  # what the Trainer asks for
+    assert get_loss("imeanflow").variant == "improved" and METHODS["imeanflow"] == "imeanflow"
+    with pytest.raises(InvalidInputError, match="unknown MeanFlow variant"):
+        MeanFlow(variant="imf")
+    with pytest.raises(InvalidInputError, match="improved variant"):
+        ImprovedMeanFlow(variant="original")
     with pytest.raises(InvalidInputError, match="flow_share must be a probability"):
         MeanFlow(flow_share=1.5)
     with pytest.raises(InvalidInputError, match="power of 2"):
@@ -110,12 +118,14 @@ def test_loss_objects_rebuild_from_their_config_and_refuse_bad_hyperparameters()
 
 
 @functools.cache
-def _one_step_against_the_ode(loss: str) -> dict:
-    """Train MLP 64x3 (1500 steps, EMA) on MIXTURE; sample 2000 points in 1 jump, by 200 and by 1 Euler step(s) of
-    the network's own velocity u(x, t, t) from the same noise; return the distances the slow tests read."""
+def _one_step_against_the_ode(loss: str, steps: int = 1500, **options) -> dict:
+    """Train MLP 64x3 (`steps` steps, EMA; the loss `loss` with `options`) on MIXTURE; sample 2000 points in 1 jump,
+    by 200 and by 1 Euler step(s) of the network's own velocity u(x, t, t) from the same noise; return the
+    distances the slow tests read."""
     torch.manual_seed(0)
     data = MIXTURE.sample(8192, generator=torch.Generator().manual_seed(0))
-    model = train_briefly(MLP(2, hidden=(64, 64, 64), flow_map=True), fd.GaussianPath(), data, steps=1500, loss=loss)
+    model = train_briefly(MLP(2, hidden=(64, 64, 64), flow_map=True), fd.GaussianPath(), data, steps=steps,
+                          loss=get_loss(loss, **options))
     reference, spare = (MIXTURE.sample(2000, generator=torch.Generator().manual_seed(s)) for s in (1, 2))
     x0 = torch.randn(2000, 2, generator=torch.Generator().manual_seed(3))
     one = fd.sample(model, fd.GaussianPath(), x0=x0, steps=1)
@@ -146,12 +156,25 @@ def test_one_step_samples_are_near_the_mixture_and_the_map_lands_near_its_own_od
     assert got["map_vs_ode"] < 0.3 * got["euler_vs_ode"], got
 
 
+BOUND_SETTINGS = {"meanflow": {}, "shortcut": {"steps": 10_000, "consistency_share": 0.75}}
+"""The training each method's 0.15 test runs with (beyond the defaults of `_one_step_against_the_ode`)."""
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="after 1500 steps the 1-step map is 0.40-0.45 (MeanFlow) and 0.28-0.34 "
-                   "(shortcut) from its own 200-step ODE (mean distance, seeds 0-2), not within 0.15; with 3000 "
-                   "steps (seed 0) 0.30 and 0.25: it falls with the training budget")
-@pytest.mark.parametrize("loss", ["meanflow", "shortcut"])
+@pytest.mark.parametrize("loss", [
+    pytest.param("meanflow", marks=pytest.mark.xfail(strict=True, reason=(
+        "MeanFlow's 1-step map stays 0.40-0.45 from its own 200-step ODE after 1500 steps (mean distance, seeds "
+        "0-2; improved MeanFlow 0.40-0.43), 0.25 after 6000 (seed 0); improved MeanFlow 0.19-0.22 after 6000 and "
+        "0.137, 0.138, 0.179 after 12000 (~2 CPU min): not within 0.15 on every seed at a slow-test budget"))),
+    "shortcut"])
 def test_one_step_map_agrees_with_its_own_ode_within_the_stated_bound(loss):
     """The bound this acceptance test was written with: the 1-step map within 0.15 (mean distance) of a 200-step
-    Euler integration of the same network's u(x, t, t). Not met at this budget (see the xfail reason)."""
-    assert _one_step_against_the_ode(loss)["map_vs_ode"] < 0.15
+    Euler integration of the same network's u(x, t, t) (MLP 64x3, EMA 0.999, lr 3e-3, batch 256).
+
+    Shortcut, trained with `BOUND_SETTINGS` (10000 steps, consistency share 0.75; ~50 CPU s on one thread):
+    measured 0.116, 0.129, 0.117 over seeds 0, 1, 2 (this test runs seed 0; margin 1.16x over the worst); with
+    6000 steps 0.140, 0.132, 0.145 (margin 1.03x); with the defaults (1500 steps, share 0.25) 0.34, 0.34, 0.28.
+    MeanFlow keeps the 1500-step training of the test above and is a strict xfail: its long jumps to the data end
+    are the weak part (docs/few_step.md, "Where a 1-step map leaves its own ODE"); the improved variant with 12000
+    steps meets the bound at seeds 0 and 1 (0.137, 0.138; this test's code measured 0.137 at seed 0) but not 2."""
+    assert _one_step_against_the_ode(loss, **BOUND_SETTINGS[loss])["map_vs_ode"] < 0.15

@@ -13,6 +13,7 @@ import torch
 
 from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.learning.flowmaps import MeanFlow, Shortcut
+from flowdiff.learning.flowmaps.meanflow import ImprovedMeanFlow
 from flowdiff.learning.training.distributed import Shard, all_gather, current_shard, sharded
 from flowdiff.paths.couplings import Coupled, Coupling, get_coupling
 from flowdiff.paths.gaussian_path import GaussianPath, PathSample
@@ -246,6 +247,7 @@ LOSSES: dict[str, Callable[..., FlowMatching]] = {
     "flow_matching": FlowMatching,
     "score_matching": ScoreMatching,
     "meanflow": MeanFlow,  # flow maps u(x, r, t): flowdiff.learning.flowmaps
+    "imeanflow": ImprovedMeanFlow,
     "shortcut": Shortcut,
 }
 """Loss objects by name."""
@@ -253,6 +255,7 @@ LOSSES: dict[str, Callable[..., FlowMatching]] = {
 METHODS: dict[str, str | None] = {
     "flow": None,  # the configured loss (flow_matching, score_matching)
     "meanflow": "meanflow",
+    "imeanflow": "imeanflow",
     "shortcut": "shortcut",
     "discrete": None,  # discrete flow matching on tokens: its loss is TrainConfig.discrete_loss
 }

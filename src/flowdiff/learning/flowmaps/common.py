@@ -1,4 +1,4 @@
-"""What the flow-map losses share: their hyperparameter checks and the draw of a second training time."""
+"""What the flow-map losses share: their hyperparameter checks, the logit-normal time law and the draw of a time."""
 
 from __future__ import annotations
 
@@ -16,26 +16,49 @@ def check_share(name: str, value) -> float:
     return float(value)
 
 
-def check_time_options(time_law: str, t_min: float, t_max: float) -> None:
-    """The time law is registered and 0 <= t_min < t_max <= 1."""
+LOGIT_NORMAL = "logit_normal"
+"""MeanFlow's own time law (beside the registered ones): the paper's logit-normal law in flowdiff's direction."""
+
+
+def logit_normal(u: torch.Tensor, mu: float, sigma: float) -> torch.Tensor:
+    """t = 1 - sigmoid(mu + sigma Phi^-1(u)): MeanFlow's logit-normal law on its time (data at 0), as flowdiff's t.
+
+    The paper draws its time tau with logit(tau) ~ N(mu, sigma^2); flowdiff's t = 1 - tau (noise at t = 0), so
+    P(t <= q) = Phi((mu + logit(q)) / sigma). Here by the inverse CDF of one uniform draw u.
+    """
+    normal = math.sqrt(2.0) * torch.erfinv(2 * u - 1)
+    return torch.sigmoid(-(mu + sigma * normal))
+
+
+def check_time_options(time_law: str, t_min: float, t_max: float, own_laws: tuple[str, ...] = ()) -> None:
+    """The time law is registered (or one of the loss's `own_laws`) and 0 <= t_min < t_max <= 1."""
     from flowdiff.learning.losses import TIME_LAWS
     from flowdiff.registry import lookup
 
-    lookup(TIME_LAWS, time_law, "time law")
+    lookup({**TIME_LAWS, **dict.fromkeys(own_laws)}, time_law, "time law")
     if not (isinstance(t_min, int | float) and isinstance(t_max, int | float) and 0.0 <= t_min < t_max <= 1.0):
         raise InvalidInputError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
 
 
-def draw_time(n: int, time_law: str, t_min: float, t_max: float, generator, device, dtype) -> torch.Tensor:
-    """n times t_min + (t_max - t_min) F^-1(U) by the registered time law (drawn through `losses.draw`)."""
+def draw_time(n: int, time_law, t_min: float, t_max: float, generator, device, dtype) -> torch.Tensor:
+    """n times t_min + (t_max - t_min) F^-1(U) by a registered time law's name or a map F^-1 of U[0, 1] to [0, 1]
+    (U drawn through `losses.draw`, so that the draw is the same whatever the number of ranks)."""
     from flowdiff.learning.losses import TIME_LAWS, draw
 
-    return t_min + (t_max - t_min) * TIME_LAWS[time_law](draw("uniform", (n,), generator, device, dtype))
+    law = TIME_LAWS[time_law] if isinstance(time_law, str) else time_law
+    return t_min + (t_max - t_min) * law(draw("uniform", (n,), generator, device, dtype))
 
 
 def per_example(error: torch.Tensor) -> torch.Tensor:
     """The mean of the squared error over each example's entries: shape (batch,)."""
     return error.pow(2).reshape(error.shape[0], -1).mean(dim=1)
+
+
+def check_finite(name: str, value) -> float:
+    """A finite number as a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInputError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
 
 
 def check_positive(name: str, value) -> float:
