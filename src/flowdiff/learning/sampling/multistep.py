@@ -141,6 +141,8 @@ class MultistepSolver:
     def sample(self, velocity: Callable, path: GaussianPath, x0: torch.Tensor, ts: torch.Tensor,
                save: str = "final", callback: Callable[[dict], None] | None = None) -> Trajectory:
         """Carry x0 along the increasing grid ts; one evaluation of `velocity` per step."""
+        if save not in ("final", "all"):
+            raise InvalidInputError(f"save must be 'final' or 'all', got {save!r}")
         steps = step_coefficients(path, ts)
         save_all = save == "all"
         times = ts.unbind(0)
