@@ -118,7 +118,7 @@ def test_the_rate_function_gets_times_in_the_default_dtype_and_states_keep_their
 
 @pytest.mark.parametrize("x0", [torch.zeros(4, dtype=torch.long), [[0, 1]], torch.zeros(2, 2)])
 def test_ctmc_euler_refuses_what_is_not_a_batch_of_token_sequences(x0):
-    message = re.escape("x0 must be an integer tensor of tokens of shape (batch, L)")
+    message = "^" + re.escape("x0 must be an integer tensor of tokens of shape (batch, L)") + "$"
     with pytest.raises(InvalidInputError, match=message):
         ctmc_euler(cyclic_rates, x0, torch.linspace(0, 1, 3))
 
