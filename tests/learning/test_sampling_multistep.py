@@ -18,6 +18,7 @@ from flowdiff.learning.sampling.multistep import (
     find_multistep,
     step_coefficients,
 )
+from flowdiff.paths.schedules import Schedule, ScheduleValues
 
 MEAN = torch.tensor([[1.5, -0.5]], dtype=torch.float64)
 VARIANCE = torch.tensor([[0.3**2, 0.6**2]], dtype=torch.float64)
@@ -264,3 +265,17 @@ def test_sample_refuses_an_unknown_save_and_names_solvers():
         UniPC().sample(field, path, X0, torch.tensor([0.5, 1.0, 1.5]))
     assert repr(UniPC()) == "UniPC()" and repr(DPMSolverPP2M()) == "DPMSolverPP2M()"
     assert find_multistep(["unipc"]) is None and find_multistep(None) is None
+
+
+class Frozen(Schedule):
+    """A schedule that returns one value for all times: alpha = 0.6, sigma = 0.8 (no motion)."""
+
+    def __call__(self, t):
+        zero = torch.tensor(0.0, dtype=torch.float64)
+        return ScheduleValues(alpha=zero + 0.6, beta=zero + 0.8, d_alpha=zero, d_beta=zero)
+
+
+def test_a_schedule_with_one_value_for_all_times_is_broadcast_to_steps_that_stand_still():
+    coefficients = step_coefficients(fd.GaussianPath(Frozen()), torch.tensor([0.1, 0.4, 0.7, 0.9]))
+    assert [(c.ratio, c.h, c.i0, c.alpha_t) for c in coefficients] == [(1.0, 0.0, 0.0, 0.6)] * 3
+    assert [c.h_prev for c in coefficients][1:] == [0.0, 0.0] and coefficients[2].rho2_prev == pytest.approx(16 / 9)
