@@ -19,8 +19,8 @@ I_2 = alpha_t (h^2/2 - h + 1 - e^{-h})):
 
 Both reuse the previous evaluation, so NFE = number of steps. The first step (no history) is
 first order (DDIM). A step to sigma_t = 0 (the data end, lambda = inf) has no finite h: there
-x_t = alpha_t D, with D extrapolated linearly in t from the last two evaluations (and so
-for any step much longer in lambda than the one before: see FAR). Near alpha = 0
+x_t = alpha_t D, with D extrapolated linearly in rho^2 = (sigma / alpha)^2 from the last two
+evaluations (and so for any step much longer in lambda than the one before: see FAR). Near alpha = 0
 (lambda -> -inf) steps of a uniform t-grid are O(1) in lambda, which limits the order there to 2.
 All coefficients are Python floats computed from the schedule before the loop: no host sync inside.
 """
@@ -38,8 +38,8 @@ from flowdiff.errors import InvalidInputError
 from flowdiff.paths.gaussian_path import GaussianPath
 
 FAR = 4.0
-"""A step with h > FAR h_prev extrapolates D linearly in t, not in lambda: near the data end (sigma_t -> 0,
-e.g. cosine's sigma_1 = 6e-17) lambda grows without bound and a polynomial in lambda would be evaluated
+"""A step with h > FAR h_prev extrapolates D linearly in rho^2 = e^{-2 lambda}, not in lambda: near the data end
+(sigma_t -> 0, e.g. cosine's sigma_1 = 6e-17) lambda grows without bound and a polynomial in lambda would be evaluated
 far outside the range of its points (DPM-Solver++ takes a first-order last step there instead)."""
 
 
@@ -141,6 +141,8 @@ class MultistepSolver:
     def sample(self, velocity: Callable, path: GaussianPath, x0: torch.Tensor, ts: torch.Tensor,
                save: str = "final", callback: Callable[[dict], None] | None = None) -> Trajectory:
         """Carry x0 along the increasing grid ts; one evaluation of `velocity` per step."""
+        if save not in ("final", "all"):
+            raise InvalidInputError(f"save must be 'final' or 'all', got {save!r}")
         steps = step_coefficients(path, ts)
         save_all = save == "all"
         times = ts.unbind(0)
