@@ -40,3 +40,20 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
         for parameter in model.parameters():
             parameter.copy_(0.2 * torch.randn(parameter.shape, generator=generator))
     return model.eval()
+
+
+def recorded_meanflow_times(monkeypatch, loss, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (t, r) a MeanFlow loss asks the network for on a batch of n points (the JVP replaced by a plain call)."""
+    from flowdiff.learning.flowmaps import meanflow
+    from flowdiff.learning.models import MLP
+
+    seen = {}
+
+    def record(model, z, t, r, velocity, cond):
+        seen.update(t=t, r=r)
+        return model(z, t, r=r), torch.zeros_like(z)
+
+    monkeypatch.setattr(meanflow, "average_velocity_and_derivative", record)
+    model = MLP(2, hidden=(8,), flow_map=True)
+    loss(model, fd.GaussianPath(), torch.randn(n, 2), generator=torch.Generator().manual_seed(seed))
+    return seen["t"], seen["r"]

@@ -7,7 +7,7 @@ import functools
 
 import pytest
 import torch
-from helpers import energy_distance, train_briefly
+from helpers import energy_distance, recorded_meanflow_times, train_briefly
 
 import flowdiff as fd
 from flowdiff.errors import InvalidInputError
@@ -46,19 +46,7 @@ def test_flow_map_training_is_bitwise_reproducible_and_resumes_exactly(tmp_path,
 def test_the_time_pairs_are_ordered_with_the_stated_share_of_r_equal_t(monkeypatch):
     """Record the (t, r) the loss asks the network for: t <= r, and r = t with probability flow_share
     (binomial standard error over 4000 pairs: 0.007; the check allows 4 of them)."""
-    from flowdiff.learning.flowmaps import meanflow
-
-    seen = {}
-
-    def record(model, z, t, r, velocity, cond):
-        seen.update(t=t, r=r)
-        return model(z, t, r=r), torch.zeros_like(z)
-
-    monkeypatch.setattr(meanflow, "average_velocity_and_derivative", record)
-    model = MLP(2, hidden=(8,), flow_map=True)
-    x1, generator = torch.randn(4000, 2), torch.Generator().manual_seed(0)
-    MeanFlow(flow_share=0.75)(model, fd.GaussianPath(), x1, generator=generator)
-    t, r = seen["t"], seen["r"]
+    t, r = recorded_meanflow_times(monkeypatch, MeanFlow(flow_share=0.75), 4000)
     share = float((r == t).double().mean())
     assert bool((t <= r).all()) and bool((t >= 0).all()) and bool((r <= 1).all())
     assert abs(share - 0.75) < 4 * (0.75 * 0.25 / 4000) ** 0.5

@@ -7,31 +7,19 @@ import math
 
 import pytest
 import torch
+from helpers import recorded_meanflow_times
 
-import flowdiff as fd
 from flowdiff.errors import InvalidInputError
 from flowdiff.learning.flowmaps import MeanFlow, Shortcut
 from flowdiff.learning.losses import get_loss
-from flowdiff.learning.models import MLP
 from flowdiff.learning.training.distributed import Shard, sharded
 
 N = 20_000
 
 
 def _recorded_times(monkeypatch, loss: MeanFlow, n: int = N, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (t, r) the loss asks the network for on a batch of n points (the JVP replaced by a plain call)."""
-    from flowdiff.learning.flowmaps import meanflow
-
-    seen = {}
-
-    def record(model, z, t, r, velocity, cond):
-        seen.update(t=t, r=r)
-        return model(z, t, r=r), torch.zeros_like(z)
-
-    monkeypatch.setattr(meanflow, "average_velocity_and_derivative", record)
-    model = MLP(2, hidden=(8,), flow_map=True)
-    loss(model, fd.GaussianPath(), torch.randn(n, 2), generator=torch.Generator().manual_seed(seed))
-    return seen["t"], seen["r"]
+    """The (t, r) the loss asks the network for on a batch of n points."""
+    return recorded_meanflow_times(monkeypatch, loss, n, seed)
 
 
 def _normal_cdf(z: float) -> float:
