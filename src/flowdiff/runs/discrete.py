@@ -7,7 +7,7 @@ network; its data description holds the vocabulary size (and, for text, the char
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ from flowdiff.learning.training.config import TrainConfig
 from flowdiff.learning.training.hooks import Hook
 from flowdiff.learning.training.trainer import Trainer
 from flowdiff.paths.discrete import MixturePath
+from flowdiff.runs.load import LoadedRun
 
 MLP_MAX_LENGTH = 16
 """Sequences up to this length get the token MLP by default, longer ones the token transformer."""
@@ -70,28 +71,10 @@ def build_discrete_trainer(config: TrainConfig, out: str | Path | None = None, r
 
 
 @dataclass
-class TokenRun:
+class TokenRun(LoadedRun):
     """A trained discrete run: its token network (EMA weights), mixture path, config and data description."""
 
-    model: nn.Module
     path: MixturePath
-    config: dict
-    data_info: DataInfo
-    directory: Path
-    step: int
-    network: nn.Module = field(repr=False, default=None)
-
-    @property
-    def num_classes(self) -> int | None:
-        """Number of labels the model was conditioned on (None when unconditional)."""
-        return self.data_info.num_classes
-
-    @property
-    def device(self) -> torch.device:
-        """The device the network was loaded on."""
-        from flowdiff.learning.devices import model_device
-
-        return model_device(self.model)
 
     def sample(self, n: int, steps: int = 100, method: str = "euler", **kwargs):
         """`sample_tokens` of this run: TokenSamples (tokens (n, L), nfe)."""

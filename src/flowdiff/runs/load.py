@@ -17,26 +17,16 @@ from flowdiff.runs.layout import CHECKPOINTS_DIR, EMA_WEIGHTS, LATEST_FILE, MODE
 
 
 @dataclass
-class Run:
-    """A trained run loaded from its directory: `model` predicts the velocity u_t(x) with EMA weights."""
+class LoadedRun:
+    """What every loaded run holds: its network (EMA weights) as `model`, its path, config, data and step."""
 
     model: nn.Module
-    path: GaussianPath
+    path: object
     config: dict
     data_info: DataInfo
     directory: Path
     step: int
     network: nn.Module = field(repr=False, default=None)
-    decoder: nn.Module | None = field(repr=False, default=None)  # a latent run: codes -> images
-
-    @property
-    def state_shape(self) -> tuple[int, ...]:
-        """The shape of one state X_t of the flow: the data's, or a latent run's code shape."""
-        return tuple(getattr(self.network, "data_shape", None) or self.data_info.shape)
-
-    def to_data(self, x: torch.Tensor) -> torch.Tensor:
-        """Samples of the flow in the units of the data: unstandardised, or decoded to images for a latent run."""
-        return self.decoder.unstandardize(x) if self.decoder is not None else self.data_info.unstandardize(x)
 
     @property
     def num_classes(self) -> int | None:
@@ -47,6 +37,23 @@ class Run:
     def device(self) -> torch.device:
         """The device the network was loaded on."""
         return model_device(self.network)
+
+
+@dataclass
+class Run(LoadedRun):
+    """A trained run loaded from its directory: `model` predicts the velocity u_t(x) with EMA weights."""
+
+    path: GaussianPath
+    decoder: nn.Module | None = field(repr=False, default=None)  # a latent run: codes -> images
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        """The shape of one state X_t of the flow: the data's, or a latent run's code shape."""
+        return tuple(getattr(self.network, "data_shape", None) or self.data_info.shape)
+
+    def to_data(self, x: torch.Tensor) -> torch.Tensor:
+        """Samples of the flow in the units of the data: unstandardised, or decoded to images for a latent run."""
+        return self.decoder.unstandardize(x) if self.decoder is not None else self.data_info.unstandardize(x)
 
     def sample(self, n: int | None = None, unstandardize: bool = True, **kwargs) -> torch.Tensor:
         """Draw samples with `flowdiff.sample`, mapped back to the data's units."""
