@@ -21,6 +21,17 @@ def require_conditional(model, what: str = "labels") -> int:
     return num_classes
 
 
+def check_guidance_scale(scale) -> float:
+    """The guidance scale w as a float, refused unless it is a finite number."""
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(scale, bool) or not math.isfinite(value):
+        raise InvalidInputError(f"guidance scale must be a finite number, got {scale!r}")
+    return value
+
+
 class ClassifierFreeGuidance(FieldWrapper):
     """u^w(x | y) = (1 - w) u(x | null) + w u(x | y), both halves in one batched forward pass.
 
@@ -30,10 +41,7 @@ class ClassifierFreeGuidance(FieldWrapper):
     def __init__(self, model, scale: float) -> None:
         super().__init__(model)
         self.null_label = require_conditional(model, "classifier-free guidance")
-        scale = float(scale)
-        if not math.isfinite(scale):
-            raise InvalidInputError(f"guidance scale must be a finite number, got {scale}")
-        self.scale = scale
+        self.scale = check_guidance_scale(scale)
 
     def forward(self, x: torch.Tensor, t, y: torch.Tensor | int | None = None, **cond) -> torch.Tensor:
         """The guided field at (x, t) for labels y (an int or shape (batch,))."""

@@ -21,6 +21,7 @@ import torch
 
 from flowdiff.atomic import write_json, write_with
 from flowdiff.errors import IncompatibleError, InvalidInputError
+from flowdiff.learning.guidance import check_guidance_scale
 
 MANIFEST = "pairs.json"
 """The settings of a pairs (or trajectories) directory; shards made with other settings are never mixed with them."""
@@ -107,10 +108,9 @@ def generate_trajectories(run, n: int, directory: str | Path, keep: int = 1, ste
     for name, value in (("the number of trajectories", n), ("keep", keep), ("steps", steps)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-    if not isinstance(guidance, int | float) or isinstance(guidance, bool) or not math.isfinite(guidance):
-        raise InvalidInputError(f"the guidance scale must be a finite number, got {guidance!r}")
+    guidance = check_guidance_scale(guidance)
     directory, every = Path(directory), math.ceil(steps / keep)
-    _check_manifest(directory, _manifest(run, n, keep, every * keep, solver, shard_size, seed, float(guidance)))
+    _check_manifest(directory, _manifest(run, n, keep, every * keep, solver, shard_size, seed, guidance))
     shape, parts = tuple(run.network.data_shape), []
     shards = math.ceil(n / shard_size)
     for index in range(shards):

@@ -13,7 +13,8 @@ import math
 
 import torch
 
-from flowdiff.errors import IncompatibleError, InvalidInputError
+from flowdiff.errors import IncompatibleError
+from flowdiff.learning.guidance import check_guidance_scale
 from flowdiff.paths.discrete import MixturePath
 
 
@@ -25,8 +26,7 @@ def _guided_logits(model, x: torch.Tensor, t: torch.Tensor, y, guidance: float |
         raise IncompatibleError("classifier-free guidance needs a label-conditioned model (num_classes=K)")
     if y is None:
         raise IncompatibleError("classifier-free guidance needs labels y to guide towards")
-    if not math.isfinite(float(guidance)):
-        raise InvalidInputError(f"guidance scale must be a finite number, got {guidance}")
+    check_guidance_scale(guidance)
     batch = x.shape[0]
     y = torch.as_tensor(y, device=x.device, dtype=torch.long).reshape(-1).expand(batch)
     t = torch.as_tensor(t, device=x.device)
