@@ -315,31 +315,37 @@ def _image_files(folder: Path) -> list[Path]:
     )
 
 
+def folder_files(folder: str | Path) -> tuple[list[Path], list[int] | None, list[str] | None]:
+    """The image files of a folder (top level: unlabelled; class sub-folders: labelled), labels and class names."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InvalidInputError(f"{folder} is not a folder of images")
+    top = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                 and not p.name.startswith("."))
+    classes = {d.name: _image_files(d) for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+    classes = {name: files for name, files in classes.items() if files}
+    if top and classes:
+        raise InvalidInputError(f"{folder}: holds images both at its top level and in sub-folders; put all images "
+                                "in class sub-folders (labelled) or all at the top level (unlabelled)")
+    if not top and not classes:
+        raise InvalidInputError(f"{folder}: no PNG/JPEG images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+    if not classes:
+        return top, None, None
+    names = sorted(classes)
+    return ([f for name in names for f in classes[name]], [k for k, name in enumerate(names) for _ in classes[name]],
+            names)
+
+
+def is_grey(picture) -> bool:
+    """True for a PIL image in a one-channel mode (loaded with 1 channel unless the set holds colour images)."""
+    return picture.mode in _GREY_MODES
+
+
 def _load_folder(folder: Path, size: tuple[int, int] | None) -> ImageData:
     """Images directly in the folder (no labels), or in sub-folders whose names are the classes."""
-    top_files = sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
-    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    class_files = {d.name: _image_files(d) for d in class_dirs}
-    class_files = {name: files for name, files in class_files.items() if files}
-    if top_files and class_files:
-        raise InvalidInputError(
-            f"{folder}: holds images both at its top level and in sub-folders; put all images in "
-            "class sub-folders (labelled) or all at the top level (unlabelled)"
-        )
-    if not top_files and not class_files:
-        suffixes = ", ".join(IMAGE_SUFFIXES)
-        raise InvalidInputError(f"{folder}: no PNG/JPEG images found (looked for {suffixes})")
-    if class_files:
-        class_names = sorted(class_files)
-        files = [f for name in class_names for f in class_files[name]]
-        labels = [k for k, name in enumerate(class_names) for _ in class_files[name]]
-    else:
-        class_names, files, labels = None, top_files, None
+    files, labels, class_names = folder_files(folder)
     pictures = [_read_image(f) for f in files]
-    color = any(p.mode not in _GREY_MODES for p in pictures)
+    color = not all(is_grey(p) for p in pictures)
     if size is None:
         first = pictures[0].size
         for file, picture in zip(files, pictures):

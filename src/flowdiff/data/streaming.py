@@ -22,30 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from flowdiff.data.images import IMAGE_SUFFIXES, _image_files, _pil_to_array, _read_image, from_uint8, resize_images
+from flowdiff.data.images import _pil_to_array, _read_image, folder_files, from_uint8, is_grey, resize_images
 from flowdiff.errors import InvalidInputError
 from flowdiff.learning.training import distributed
-
-
-def folder_files(folder: str | Path) -> tuple[list[Path], list[int] | None, list[str] | None]:
-    """The image files of a folder (top level: unlabelled; class sub-folders: labelled), labels and class names."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InvalidInputError(f"{folder} is not a folder of images")
-    top = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                 and not p.name.startswith("."))
-    classes = {d.name: _image_files(d) for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")}
-    classes = {name: files for name, files in classes.items() if files}
-    if top and classes:
-        raise InvalidInputError(f"{folder}: holds images both at its top level and in sub-folders; put all images "
-                                "in class sub-folders (labelled) or all at the top level (unlabelled)")
-    if not top and not classes:
-        raise InvalidInputError(f"{folder}: no PNG/JPEG images found (looked for {', '.join(IMAGE_SUFFIXES)})")
-    if not classes:
-        return top, None, None
-    names = sorted(classes)
-    return ([f for name in names for f in classes[name]], [k for k, name in enumerate(names) for _ in classes[name]],
-            names)
 
 
 class ImageFiles(Dataset):
@@ -59,7 +38,7 @@ class ImageFiles(Dataset):
         self.files, labels, self.class_names = folder_files(folder)
         self.labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
         self.size = size
-        self.color = _read_image(self.files[0]).mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+        self.color = not is_grey(_read_image(self.files[0]))
 
     def __len__(self) -> int:
         return len(self.files)
