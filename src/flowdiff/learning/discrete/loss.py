@@ -76,14 +76,13 @@ class DiscreteFlowMatching:
         if coupling is not None and getattr(coupling, "name", "independent") != "independent":
             raise IncompatibleError("discrete flow matching pairs source and data independently; "
                                     f"the coupling {getattr(coupling, 'name', coupling)!r} is for Gaussian paths")
-        path.check_data(x1)
         if y is not None and getattr(model, "num_classes", None) is None:
             raise IncompatibleError("labels y were given but the model is unconditional (num_classes=None)")
         n = x1.shape[0]
         t = self.t_max * draw("uniform", (n,), generator, x1.device, torch.float32)
         uniform = draw("uniform", x1.shape, generator, x1.device, torch.float32)
         x0 = path.source_from_uniform(draw("uniform", x1.shape, generator, x1.device, torch.float32))
-        sample = path.sample(x1, t, x0=x0, uniform=uniform)
+        sample = path.sample(x1, t, x0=x0, uniform=uniform)  # checks the tokens (once a step: a host sync)
         if y is not None:
             y = drop_labels(y, model.num_classes, label_dropout, generator)
         log_p = log_posterior(model, path, sample.x_t, t, y)
