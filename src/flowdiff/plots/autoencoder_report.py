@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from flowdiff.errors import InvalidInputError
+from flowdiff.learning.devices import model_device
 
 REPORT_FILE = "autoencoder_report.html"
 """The page an autoencoder report is written to, inside the run directory."""
@@ -20,7 +21,7 @@ REPORT_FILE = "autoencoder_report.html"
 @torch.no_grad()
 def reconstruction_error(model, images: torch.Tensor, batch: int = 500) -> dict:
     """Mean squared error of D(mu(x)) over `images` (in [-1, 1]), its standard error, and the PSNR in dB."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     errors = []
     for start in range(0, len(images), batch):
         x = images[start : start + batch].to(device)
@@ -51,7 +52,7 @@ def write_autoencoder_report(run_dir: str | Path, n: int = 16, device: str | tor
     figures_dir = run_dir / "figures" / "autoencoder"
     shown = images[:n]
     with torch.no_grad():
-        rebuilt = run.model(shown.to(next(run.model.parameters()).device)).clamp(-1, 1).cpu()
+        rebuilt = run.model(shown.to(model_device(run.model))).clamp(-1, 1).cpu()
     pairs = save_labelled_rows([shown, rebuilt], figures_dir / "reconstructions.png",
                                row_labels=["input", "decoded"])
     pixels, codes = math.prod(run.model.data_shape), math.prod(run.model.latent_shape)

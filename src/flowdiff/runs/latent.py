@@ -23,6 +23,7 @@ from torch import nn
 from flowdiff.data.info import DataInfo
 from flowdiff.data.registry import Dataset
 from flowdiff.errors import IncompatibleError, InvalidInputError
+from flowdiff.learning.devices import model_device
 from flowdiff.learning.training.batches import fingerprint
 from flowdiff.learning.training.config import TrainConfig
 from flowdiff.learning.training.hooks import Hook
@@ -37,7 +38,7 @@ LATENT_CACHE = "latents.npz"
 @torch.no_grad()
 def encode_images(model, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
     """The posterior means mu(x) of `images`, encoded in batches on the model's device; returned on the CPU."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     return torch.cat([model.encode(images[k : k + batch].to(device))[0].cpu() for k in range(0, len(images), batch)])
 
 
@@ -59,7 +60,7 @@ class LatentDecoder(nn.Module):
     @torch.no_grad()
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Decode scaled codes (batch, *code shape) into images (batch, C, H, W)."""
-        return self.autoencoder.decode(z.to(next(self.autoencoder.parameters()).device) / self.scale)
+        return self.autoencoder.decode(z.to(model_device(self.autoencoder)) / self.scale)
 
     def unstandardize(self, z: torch.Tensor) -> torch.Tensor:
         """The images of codes z (the name the samplers and evaluations use for "back to the data's units")."""
