@@ -266,7 +266,8 @@ def write_run_report(run_dir: str | Path, n: int | None = None, steps: int = 20,
     info = run.data_info
     images = info.kind == "images"
     n = _positive(n if n is not None else (8 if images else 1000), "n")
-    run.check_fits(n * (run.num_classes or n) if images else n, steps, guided=any(w != 1.0 for w in scales))
+    run.check_fits(n * (run.num_classes or n) if images else n, steps, guided=any(w != 1.0 for w in scales),
+                   saved_states=steps + 1)  # the report keeps whole trajectories
     figures_dir = run_dir / "figures" / "run_report"
     sampler = _Sampler(run, steps, seed)
 

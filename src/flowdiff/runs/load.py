@@ -75,7 +75,7 @@ class Run(LoadedRun):
         from flowdiff.learning.training.memory import check_sampling_fits
 
         y = torch.zeros(1, dtype=torch.long, device=self.device) if self.num_classes is not None else None
-        check_sampling_fits(self.model, self.state_shape, n, steps, self.device, y, 2.0 if guided else 1.0,
+        check_sampling_fits(self.model, self.state_shape, n, steps, self.device, y, guided,
                             saved_states)
 
 

@@ -99,13 +99,14 @@ def sampling_bytes(model: nn.Module, example: torch.Tensor, n: int, cond: dict, 
 
 
 def check_sampling_fits(model: nn.Module, shape, n: int, steps: int, device, y: torch.Tensor | None = None,
-                        guidance: float = 1.0, saved_states: int = 1) -> None:
+                        guided: bool = False, saved_states: int = 1) -> None:
     """Refuse n samples of `shape` whose drawing is estimated to need more than half of the device's memory
-    (one probing forward pass on two examples measures the network's largest activation)."""
+    (one probing forward pass on two examples measures the network's largest activation; `guided`: guidance
+    evaluates labelled and unlabelled inputs in one batch)."""
     device = torch.device(device)
     example = torch.zeros((2, *shape), device=device)
     cond = {} if y is None else {"y": y[:1].repeat(2)}
-    batched_calls = 2 if y is not None and guidance != 1.0 else 1
+    batched_calls = 2 if y is not None and guided else 1
     needed = sampling_bytes(model, example, n, cond, steps, saved_states, batched_calls)
     have = available_bytes(device)
     if needed > MEMORY_SHARE * have:
