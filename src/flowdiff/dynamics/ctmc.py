@@ -36,8 +36,18 @@ def categorical(probs: torch.Tensor, generator: torch.Generator | None = None,
     ("float64" by default, "float32" as an option with the bias described in CATEGORICAL_DTYPES).
     """
     dtype = _dtype(dtype)
-    if bool((probs < 0).any()) or not bool(torch.isfinite(probs).all()):
+    if not _finite_and_nonnegative(probs):
         raise InvalidInputError("categorical probabilities must be finite and >= 0")
+    return _gumbel_argmax(probs, generator, dtype)
+
+
+def _finite_and_nonnegative(values: torch.Tensor) -> bool:
+    """True when every entry is finite and >= 0 (one host synchronisation)."""
+    return bool((torch.isfinite(values) & (values >= 0)).all())
+
+
+def _gumbel_argmax(probs: torch.Tensor, generator: torch.Generator | None, dtype: torch.dtype) -> torch.Tensor:
+    """`categorical` without the check of its probabilities (for callers that checked them already)."""
     u = _uniform(probs.shape, generator, probs.device, dtype)
     tiny = torch.finfo(dtype).tiny
     exponential = (-torch.log(u.clamp_min(tiny))).clamp_min(tiny)  # -log U ~ Exp(1)
@@ -72,7 +82,7 @@ def euler_jump(x: torch.Tensor, rate: torch.Tensor, h: float | torch.Tensor, gen
     if rate.shape[:2] != x.shape:
         raise InvalidInputError(f"rates must have shape (batch, L, S) = {(*x.shape, 'S')}, got {tuple(rate.shape)}")
     off = rate.to(dtype).scatter(-1, x.long().unsqueeze(-1), 0.0)  # the diagonal (staying) entry is not a rate
-    if bool((off < 0).any()) or not bool(torch.isfinite(off).all()):
+    if not _finite_and_nonnegative(off):
         raise InvalidInputError("CTMC rates u_t(a | x) for a != x must be finite and >= 0")
     total = off.sum(-1)
     h = torch.as_tensor(h, dtype=dtype, device=x.device)
@@ -80,7 +90,7 @@ def euler_jump(x: torch.Tensor, rate: torch.Tensor, h: float | torch.Tensor, gen
     jumps = _uniform(x.shape, generator, x.device, dtype) < -torch.expm1(-h * total)
     if not bool(jumps.any()):
         return x
-    target = categorical(torch.where(total.unsqueeze(-1) > 0, off, 1.0), generator, dtype)
+    target = _gumbel_argmax(torch.where(total.unsqueeze(-1) > 0, off, 1.0), generator, dtype)
     return torch.where(jumps, target.to(x.dtype), x)
 
 
