@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from flowdiff.dynamics.equations import ODE, SDE
-from flowdiff.dynamics.solvers import Dopri5, FixedStepSolver, get_solver, solver_names
+from flowdiff.dynamics.solvers import Dopri5, FixedStepSolver, solver_names
 from flowdiff.errors import IncompatibleError, InvalidInputError
-from flowdiff.learning.sampling.multistep import find_multistep
+from flowdiff.learning.sampling.multistep import MultistepSolver, sampling_solver
 
 
 @dataclass
@@ -78,7 +78,7 @@ def check_solvers(solvers: Sequence[str], sigma: float) -> None:
         raise InvalidInputError(f"sigma must be a number >= 0, got {sigma}")
     want = SDE if sigma > 0 else ODE
     for name in solvers:
-        if (ODE if find_multistep(name) is not None else get_solver(name).equation_type) is not want:
+        if sampling_solver(name).equation_type is not want:
             kind = "an SDE (sigma > 0)" if want is SDE else "the ODE (sigma = 0)"
             raise IncompatibleError(f"solver {name!r} cannot sample {kind}; choose from: "
                                     f"{', '.join(solver_names(want))}")
@@ -112,13 +112,13 @@ def settings_for(solvers: Sequence[str], nfes: Sequence[int], tols: Sequence[flo
 def _settings_of(name: str, grid: str, nfes: Sequence[int], tols: Sequence[float], sigma: float,
                  first_grid: bool) -> list[Setting]:
     """The settings of one solver on one grid (an adaptive solver's only once, on no grid)."""
-    multistep = find_multistep(name)
-    solver = multistep if multistep is not None else get_solver(name)
-    if multistep is None and not isinstance(solver, FixedStepSolver):
+    solver = sampling_solver(name)
+    multistep = isinstance(solver, MultistepSolver)
+    if not multistep and not isinstance(solver, FixedStepSolver):
         return [Setting(name, 1, None, tol) for tol in tols] if first_grid else []
-    if grid == "learned" and multistep is not None:
+    if grid == "learned" and multistep:
         return []
-    stages = 1 if multistep is not None else solver.stages
+    stages = solver.stages
     out, seen = [], set()
     for nfe in nfes:
         # the SDE sampler ends with one Euler step: NFE = stages * (steps - 1) + 1

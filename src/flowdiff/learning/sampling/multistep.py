@@ -33,7 +33,9 @@ from dataclasses import dataclass
 
 import torch
 
+from flowdiff.dynamics.equations import ODE
 from flowdiff.dynamics.simulate import Trajectory
+from flowdiff.dynamics.solvers import Solver, get_solver
 from flowdiff.errors import InvalidInputError
 from flowdiff.paths.gaussian_path import GaussianPath
 
@@ -116,6 +118,8 @@ class MultistepSolver:
     name = "multistep"
     order = 2
     corrector = False
+    equation_type = ODE  # what it integrates, and its network evaluations a step, read like a `Solver`'s
+    stages = 1
 
     def predict(self, x, d, d_prev, c: StepCoefficients) -> torch.Tensor:
         """x_t from x_s, D_s and D_prev (None at the first step)."""
@@ -210,3 +214,9 @@ def find_multistep(solver) -> MultistepSolver | None:
         return solver
     factory = MULTISTEP_SOLVERS.get(solver) if isinstance(solver, str) else None
     return factory() if factory is not None else None
+
+
+def sampling_solver(solver: str | Solver | MultistepSolver) -> Solver | MultistepSolver:
+    """What a sampler's `solver` names: a multistep solver, or a solver of `flowdiff.dynamics.solvers`."""
+    return find_multistep(solver) or get_solver(solver)
+
