@@ -42,10 +42,9 @@ def autoencoder_command(
 ) -> None:
     """Train an autoencoder (beta-VAE) on images; use its run as the latent space of `flowdiff train --latent`."""
     from flowdiff.cli.progress import TrainingProgress
-    from flowdiff.cli.train_cmd import resolve_config, stored_config
+    from flowdiff.cli.train_cmd import fit_run, resolve_config, stored_config
     from flowdiff.learning.devices import configure_threads
     from flowdiff.runs.autoencoder import autoencoder_trainer
-    from flowdiff.runs.directory import RunExistsError
 
     if resume and force:
         raise InvalidInputError("--resume continues a run and --force replaces it; give one of them")
@@ -56,24 +55,13 @@ def autoencoder_command(
         raise InvalidInputError("give the images to encode with --data (digits, mnist or a folder)")
     configure_threads(threads, settings.device, "images")
     architecture = dict(latent_channels=latent_channels, base_channels=base_channels, downsamples=downsamples)
-    try:
-        trainer = autoencoder_trainer(settings, out, beta=beta, architecture=architecture, resume=resume,
-                                      force=force, hooks=[] if quiet else [TrainingProgress()])
-    except RunExistsError as error:
-        raise InvalidInputError(f"{error} (--resume, --force, or another --out)") from None
-    if resume and trainer.step >= trainer.steps:
-        trainer.close()
-        print(f"{out} is already trained ({trainer.step} steps); nothing to do")
+    fitted = fit_run(lambda: autoencoder_trainer(settings, out, beta=beta, architecture=architecture, resume=resume,
+                                                 force=force, hooks=[] if quiet else [TrainingProgress()]),
+                     out, resume, f"flowdiff autoencoder --out {out} --resume")
+    if fitted is None:
         return
-    start = trainer.step
-    result = trainer.fit()
-    if result.stopped:
-        print(f"stopped at step {trainer.step}; checkpoint saved. Continue with: flowdiff autoencoder --out {out} "
-              "--resume")
-        raise SystemExit(130)
-    last = result.history[-1] if result.history else {}
-    loss_text = f", final loss {last['loss']:.4f}" if "loss" in last else ""
-    print(f"trained the autoencoder {result.step - start} steps on {trainer.device}{loss_text}; run directory: {out}")
+    trainer, steps, loss_text = fitted
+    print(f"trained the autoencoder {steps} steps on {trainer.device}{loss_text}; run directory: {out}")
     print(f"train a flow on its codes with: flowdiff train --data {settings.data} --latent {out} --out RUN")
     if report:
         from flowdiff.plots.autoencoder_report import write_autoencoder_report

@@ -168,37 +168,49 @@ def _run(settings: TrainConfig, out: Path, resume: bool, force: bool, threads: i
     from flowdiff.learning.devices import configure_threads
     from flowdiff.learning.training.distributed import is_main
     from flowdiff.runs.build import build_trainer
-    from flowdiff.runs.directory import RunExistsError
     from flowdiff.runs.sinks import TensorBoard
 
     hooks = ([] if quiet else [TrainingProgress()]) + ([TensorBoard(out / "tensorboard")]
                                                        if tensorboard and is_main() else [])
     configure_threads(threads, settings.device, "images" if _images(settings) else "vectors")
-    try:
-        trainer = build_trainer(settings, out, resume=resume, force=force, hooks=hooks)
-    except RunExistsError as error:
-        raise InvalidInputError(f"{error} (--resume, --force, or another --out)") from None
-    if resume and trainer.step >= trainer.steps:
-        trainer.close()
-        if is_main():
-            print(f"{out} is already trained ({trainer.step} steps); nothing to do")
+    fitted = fit_run(lambda: build_trainer(settings, out, resume=resume, force=force, hooks=hooks), out, resume,
+                     f"flowdiff train --out {out} --resume")
+    if fitted is None or not is_main():
         return
-    start = trainer.step
-    result = trainer.fit()
-    if result.stopped:
-        print(f"stopped at step {trainer.step}; checkpoint saved. Continue with: flowdiff train --out {out} --resume")
-        raise SystemExit(130)
-    if not is_main():
-        return
-    last = result.history[-1] if result.history else {}
-    loss_text = f", final loss {last['loss']:.4f}" if "loss" in last else ""
-    print(f"trained {result.step - start} steps on {trainer.device}{loss_text}; run directory: {out}")
+    trainer, steps, loss_text = fitted
+    print(f"trained {steps} steps on {trainer.device}{loss_text}; run directory: {out}")
     print(f"sample with: flowdiff sample {out} --n 1000")
     if report and settings.method == "flow":  # the quick report draws ODE samples
         from flowdiff.plots.run_report import write_run_report
 
         images = len(trainer.data.shape) > 1
         print(f"report: {write_run_report(out, n=4 if images else 500, steps=8, device=trainer.device)}")
+
+
+def fit_run(build, out: Path, resume: bool, continue_with: str):
+    """Build a run's trainer (`build()`) and fit it: None when a resumed run is already trained (said on rank 0);
+    exit 130 with the command to continue (`continue_with`) when stopped; else (trainer, steps taken this time,
+    ", final loss L" or "")."""
+    from flowdiff.learning.training.distributed import is_main
+    from flowdiff.runs.directory import RunExistsError
+
+    try:
+        trainer = build()
+    except RunExistsError as error:
+        raise InvalidInputError(f"{error} (--resume, --force, or another --out)") from None
+    if resume and trainer.step >= trainer.steps:
+        trainer.close()
+        if is_main():
+            print(f"{out} is already trained ({trainer.step} steps); nothing to do")
+        return None
+    start = trainer.step
+    result = trainer.fit()
+    if result.stopped:
+        print(f"stopped at step {trainer.step}; checkpoint saved. Continue with: {continue_with}")
+        raise SystemExit(130)
+    last = result.history[-1] if result.history else {}
+    loss_text = f", final loss {last['loss']:.4f}" if "loss" in last else ""
+    return trainer, result.step - start, loss_text
 
 
 def _images(settings: TrainConfig) -> bool:
