@@ -15,7 +15,7 @@ import torch
 
 from flowdiff.dynamics.equations import ODE
 from flowdiff.dynamics.simulate import Trajectory
-from flowdiff.dynamics.solvers import RungeKutta, Solver, get_solver, solver_names
+from flowdiff.dynamics.solvers import FixedStepSolver, RungeKutta, Solver, get_solver, solver_names
 from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.learning.sampling.multistep import find_multistep
 
@@ -45,6 +45,18 @@ def compiled_solver(solver: str | Solver) -> RungeKutta:
     return found
 
 
+class _CompiledStep(FixedStepSolver):
+    """A Runge–Kutta solver whose step is the compiled `_step`: the grid loop stays `FixedStepSolver.integrate`."""
+
+    def __init__(self, solver: RungeKutta, backend: str) -> None:
+        self.solver, self.name, self.stages = solver, solver.name, solver.stages
+        self.compiled = compiled_step(backend)
+
+    def step(self, equation, x, t, dt, dw):
+        """One compiled step of the wrapped solver (dw is None: an ODE)."""
+        return self.compiled(self.solver, equation, x, t, dt)
+
+
 def compiled_ode_sampler(velocity: Callable, x0: torch.Tensor, ts: torch.Tensor, solver: str | Solver = "heun",
                          save: str = "final", callback: Callable[[dict], None] | None = None,
                          backend: str = "inductor") -> Trajectory:
@@ -52,19 +64,5 @@ def compiled_ode_sampler(velocity: Callable, x0: torch.Tensor, ts: torch.Tensor,
     solver = compiled_solver(solver)
     if save not in ("final", "all"):
         raise InvalidInputError(f"save must be 'final' or 'all', got {save!r}")
-    step, equation = compiled_step(backend), ODE(velocity)
-    times, increments = ts[:-1].unbind(0), (ts[1:] - ts[:-1]).unbind(0)
-    x, states = x0, [x0] if save == "all" else []
-    for k, (t, dt) in enumerate(zip(times, increments), start=1):
-        x = step(solver, equation, x, t, dt)
-        if save == "all":
-            states.append(x)
-        if callback is not None:
-            callback({"step": k, "t": ts[k], "x": x, "nfe": solver.stages * k})
-    if x.shape != x0.shape:
-        raise InvalidInputError(f"the state of shape {tuple(x0.shape)} became {tuple(x.shape)}: the field must "
-                                "return tensors of the state's shape")
-    if save == "final":
-        states.append(x)
-    return Trajectory(times=ts if save == "all" else ts[-1:], states=torch.stack(states),
-                      nfe=solver.stages * len(increments))
+    states, nfe = _CompiledStep(solver, backend).integrate(ODE(velocity), x0, ts, save == "all", callback=callback)
+    return Trajectory(times=ts if save == "all" else ts[-1:], states=torch.stack(states), nfe=nfe)
