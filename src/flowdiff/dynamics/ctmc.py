@@ -23,7 +23,9 @@ log-probability lies far below the largest one are drawn too rarely (the sample 
 measured in docs/discrete.md)."""
 
 
-def _uniform(shape, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
+def uniform(shape, generator: torch.Generator | None, device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """U(0, 1) draws of `shape` made on the generator's device (so a seed gives the same numbers anywhere), then
+    moved to `device`; dtype None is torch's default."""
     source = generator.device if generator is not None else device
     return torch.rand(shape, generator=generator, device=source, dtype=dtype).to(device)
 
@@ -48,7 +50,7 @@ def _finite_and_nonnegative(values: torch.Tensor) -> bool:
 
 def _gumbel_argmax(probs: torch.Tensor, generator: torch.Generator | None, dtype: torch.dtype) -> torch.Tensor:
     """`categorical` without the check of its probabilities (for callers that checked them already)."""
-    u = _uniform(probs.shape, generator, probs.device, dtype)
+    u = uniform(probs.shape, generator, probs.device, dtype)
     tiny = torch.finfo(dtype).tiny
     exponential = (-torch.log(u.clamp_min(tiny))).clamp_min(tiny)  # -log U ~ Exp(1)
     gumbel = -torch.log(exponential)
@@ -87,7 +89,7 @@ def euler_jump(x: torch.Tensor, rate: torch.Tensor, h: float | torch.Tensor, gen
     total = off.sum(-1)
     h = torch.as_tensor(h, dtype=dtype, device=x.device)
     h = h.reshape(-1, 1) if h.ndim == 1 else h
-    jumps = _uniform(x.shape, generator, x.device, dtype) < -torch.expm1(-h * total)
+    jumps = uniform(x.shape, generator, x.device, dtype) < -torch.expm1(-h * total)
     if not bool(jumps.any()):
         return x
     target = _gumbel_argmax(torch.where(total.unsqueeze(-1) > 0, off, 1.0), generator, dtype)

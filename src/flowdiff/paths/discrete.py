@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from flowdiff.dynamics.ctmc import uniform as draw_uniform
 from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.registry import build, lookup
 
@@ -142,8 +143,7 @@ class MixturePath:
 
     def sample_source(self, shape, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """x0 ~ p_0, an integer tensor of `shape` (all mask tokens, or uniform tokens)."""
-        source = generator.device if generator is not None else device
-        return self.source_from_uniform(torch.rand(tuple(shape), generator=generator, device=source).to(device))
+        return self.source_from_uniform(draw_uniform(tuple(shape), generator, device))
 
     def source_from_uniform(self, uniform: torch.Tensor) -> torch.Tensor:
         """x0 ~ p_0 from U(0, 1) draws of its shape: the mask token, or floor(K u) for the uniform source."""
@@ -159,8 +159,7 @@ class MixturePath:
         t = (t if torch.is_floating_point(t) else t.to(torch.get_default_dtype())).expand(x1.shape[0])
         x0 = self.sample_source(x1.shape, generator, x1.device) if x0 is None else x0
         if uniform is None:
-            source = generator.device if generator is not None else x1.device
-            uniform = torch.rand(x1.shape, generator=generator, device=source).to(x1.device)
+            uniform = draw_uniform(x1.shape, generator, x1.device)
         keep_data = uniform < self.kappa(t).kappa[:, None]
         return MixtureSample(x_t=torch.where(keep_data, x1, x0), t=t, x0=x0, x1=x1)
 

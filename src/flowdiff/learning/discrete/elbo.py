@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from flowdiff.dynamics.ctmc import uniform
 from flowdiff.errors import InvalidInputError
 from flowdiff.learning.discrete.posterior import log_posterior
 from flowdiff.paths.discrete import MixturePath
@@ -51,8 +52,7 @@ def elbo(model, path: MixturePath, x1: torch.Tensor, y: torch.Tensor | None = No
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
         raise InvalidInputError(f"samples must be an integer >= 2, got {samples!r}")
     batch, device = x1.shape[0], x1.device
-    source = generator.device if generator is not None else device
-    offsets = torch.rand(samples, batch, generator=generator, device=source, dtype=torch.float64).to(device)
+    offsets = uniform((samples, batch), generator, device, torch.float64)
     strata = ((torch.arange(samples, device=device, dtype=torch.float64)[:, None] + offsets) / samples).reshape(-1)
     repeated = x1.repeat(samples, 1)
     labels = None if y is None else torch.as_tensor(y, device=device).reshape(-1).expand(batch).repeat(samples)

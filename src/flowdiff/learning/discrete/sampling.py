@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from flowdiff.dynamics.ctmc import categorical, ctmc_euler
+from flowdiff.dynamics.ctmc import categorical, ctmc_euler, uniform
 from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.learning.devices import model_device
 from flowdiff.learning.discrete.posterior import log_posterior
@@ -31,11 +31,6 @@ class TokenSamples:
 
     tokens: torch.Tensor
     nfe: int
-
-
-def _uniform(shape, generator, device) -> torch.Tensor:
-    source = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=source, dtype=torch.float64).to(device)
 
 
 def _euler(posterior: Callable, path: MixturePath, x: torch.Tensor, steps: int, generator,
@@ -60,7 +55,7 @@ def _first_hitting(posterior: Callable, path: MixturePath, x: torch.Tensor, step
     for event in range(length):
         masked = x == path.mask_token
         remaining = length - event
-        survive = (1 - path.kappa(t).kappa) * _uniform((n,), generator, x.device) ** (1.0 / remaining)
+        survive = (1 - path.kappa(t).kappa) * uniform((n,), generator, x.device, torch.float64) ** (1.0 / remaining)
         t = path.kappa.inverse((1 - survive).clamp(0.0, 1.0))
         position = categorical(masked.double(), generator, categorical_dtype)
         probs = posterior(x, t)[rows, position]
