@@ -129,19 +129,21 @@ class MeanFlow:
                 "t_min": self.t_min, "t_max": self.t_max, "time_mu": self.time_mu, "time_sigma": self.time_sigma,
                 "variant": self.variant}
 
-    def law(self) -> str | Callable[[torch.Tensor], torch.Tensor]:
-        """The time law as a map of u ~ U[0, 1] to [0, 1]: a registered law's name, or the logit-normal map."""
+    def law(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The time law as a map of u ~ U[0, 1] to [0, 1]: a registered law's, or the logit-normal map."""
+        from flowdiff.learning.losses import TIME_LAWS
+
         if self.time_law == LOGIT_NORMAL:
             return functools.partial(logit_normal, mu=self.time_mu, sigma=self.time_sigma)
-        return self.time_law
+        return TIME_LAWS[self.time_law]
 
     def times(self, first: torch.Tensor, generator, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(t, r), t <= r: `first` (u ~ U[0, 1] from `path_batch`) and a second draw through the time law, ordered;
         r = t on a share `flow_share` (a coin per pair). All drawn by `losses.draw` on the loss's generator."""
-        from flowdiff.learning.losses import TIME_LAWS, draw
+        from flowdiff.learning.losses import draw
 
         n, law = first.shape[0], self.law()
-        t = self.t_min + (self.t_max - self.t_min) * (TIME_LAWS[law] if isinstance(law, str) else law)(first)
+        t = self.t_min + (self.t_max - self.t_min) * law(first)
         second = draw_time(n, law, self.t_min, self.t_max, generator, device, dtype)
         same = draw("uniform", (n,), generator, device, dtype) < self.flow_share
         t, r = torch.minimum(t, second), torch.maximum(t, second)
