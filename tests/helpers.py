@@ -57,3 +57,13 @@ def recorded_meanflow_times(monkeypatch, loss, n: int, seed: int = 0) -> tuple[t
     model = MLP(2, hidden=(8,), flow_map=True)
     loss(model, fd.GaussianPath(), torch.randn(n, 2), generator=torch.Generator().manual_seed(seed))
     return seen["t"], seen["r"]
+
+
+def train_moons_run(out, steps: int, n_data: int, hidden: str = "32,32", batch_size: int = 128):
+    """A small moons run written to `out` by the library's `build_trainer` (as `flowdiff train` does); returns out."""
+    from flowdiff.learning.training.config import TrainConfig
+    from flowdiff.runs.build import build_trainer
+
+    config = TrainConfig(data="moons", steps=steps, hidden=hidden, batch_size=batch_size, device="cpu", n_data=n_data)
+    build_trainer(config, out).fit()
+    return out

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import train_moons_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -26,13 +27,7 @@ def test_evaluation_figure_has_a_panel_per_metric():
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from flowdiff.learning.training.config import TrainConfig
-    from flowdiff.runs.build import build_trainer
-
-    out = tmp_path_factory.mktemp("eval") / "moons"
-    config = TrainConfig(data="moons", steps=50, hidden="32,32", batch_size=128, device="cpu", n_data=2000)
-    build_trainer(config, out).fit()
-    return out
+    return train_moons_run(tmp_path_factory.mktemp("eval") / "moons", steps=50, n_data=2000)
 
 
 def test_eval_writes_json_and_plot(run_dir, tmp_path, cli):

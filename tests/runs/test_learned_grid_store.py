@@ -7,19 +7,14 @@ import json
 
 import numpy as np
 import pytest
+from helpers import train_moons_run
 
 from flowdiff.runs.learned_grids import GRIDS_FILE, find_grid, store_grid, stored_grids
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from flowdiff.learning.training.config import TrainConfig
-    from flowdiff.runs.build import build_trainer
-
-    out = tmp_path_factory.mktemp("grid") / "moons"
-    config = TrainConfig(data="moons", steps=10, hidden="32,32", batch_size=128, device="cpu", n_data=500)
-    build_trainer(config, out).fit()
-    return out
+    return train_moons_run(tmp_path_factory.mktemp("grid") / "moons", steps=10, n_data=500)
 
 
 def test_sample_learns_stores_and_reuses_the_grid(run_dir, tmp_path, cli):
