@@ -159,11 +159,18 @@ def run(settings: TrainConfig, out: Path, resume: bool, force: bool, threads: in
     from flowdiff.learning.training.distributed import process_group
 
     with process_group(settings.device):
-        _run(settings, out, resume, force, threads, quiet, tensorboard, report)
+        trained = _run(settings, out, resume, force, threads, quiet, tensorboard)
+    if trained is not None and report and settings.method == "flow":  # the quick report draws ODE samples
+        from flowdiff.plots.run_report import write_run_report
+
+        # after the group is closed: the other ranks do not wait in a barrier while rank 0 draws the report
+        images = len(trained.data.shape) > 1
+        print(f"report: {write_run_report(out, n=4 if images else 500, steps=8, device=trained.device)}")
 
 
 def _run(settings: TrainConfig, out: Path, resume: bool, force: bool, threads: int | None, quiet: bool,
-         tensorboard: bool, report: bool) -> None:
+         tensorboard: bool):
+    """Fit the run; its trainer on the main process once it is trained, else None (nothing more to do)."""
     from flowdiff.cli.progress import TrainingProgress
     from flowdiff.learning.devices import configure_threads
     from flowdiff.learning.training.distributed import is_main
@@ -176,15 +183,11 @@ def _run(settings: TrainConfig, out: Path, resume: bool, force: bool, threads: i
     fitted = fit_run(lambda: build_trainer(settings, out, resume=resume, force=force, hooks=hooks), out, resume,
                      f"flowdiff train --out {out} --resume")
     if fitted is None or not is_main():
-        return
+        return None
     trainer, steps, loss_text = fitted
     print(f"trained {steps} steps on {trainer.device}{loss_text}; run directory: {out}")
     print(f"sample with: flowdiff sample {out} --n 1000")
-    if report and settings.method == "flow":  # the quick report draws ODE samples
-        from flowdiff.plots.run_report import write_run_report
-
-        images = len(trainer.data.shape) > 1
-        print(f"report: {write_run_report(out, n=4 if images else 500, steps=8, device=trainer.device)}")
+    return trainer
 
 
 def fit_run(build, out: Path, resume: bool, continue_with: str):
