@@ -2,7 +2,8 @@
 
 Task and loop are those of benchmarks/quality_vs_nfe.py: N(0, I) -> eight Gaussians (std 0.2, radius 2) in
 2-D; flowdiff's MLP 256x3 from the same initial seed; flowdiff's Trainer with AdamW, lr 1e-3 decayed by a cosine,
-batch 256, the same minibatches, no EMA or clipping; only the loss differs:
+batch 256, the same minibatches, no clipping, and no EMA unless `--ema DECAY` (then every row samples with the EMA
+weights of flowdiff's Trainer, peers included); only the loss differs:
 
 - fd flow (I-CFM):   fd.flow_matching_loss, independent pairs       -> sampled with Euler steps (NFE = steps)
 - fd flow (OT):      the same with minibatch OT pairs                -> Euler steps
@@ -14,19 +15,22 @@ batch 256, the same minibatches, no EMA or clipping; only the loss differs:
                      its path takes any (x_0, x_1))  -> its ODESolver, Euler
 
 and the rows that start from a trained teacher (the teacher is the row named in brackets, trained as that row is;
-its ODE (Heun, 64 steps) or jumps (64) from `--pairs` noise points are stored, in memory, as in `flowdiff reflow`):
+its ODE (Heun, `--ode-steps` 64) or jumps (64) from `--pairs` noise points are stored, in memory, as in
+`flowdiff reflow`):
 
 - fd reflow (T teacher):  flow matching on the teacher's (X_0, X_1) pairs (`StoredPairs`), from the teacher's
                           weights                                                 -> Euler steps
-- fd distill (T teacher): `TrajectoryDistillation` of a flow map on the teacher's states at t = i/8, from the
-                          teacher's weights (a flow teacher gets the new interval embedding) -> jumps
+- fd distill (T teacher): `TrajectoryDistillation` of a flow map on the teacher's states at t = i/K (K = `--keep`,
+                          8 by default; 1 is `flowdiff distill RUN --steps 1`: the one jump 0 -> 1 only), from
+                          the teacher's weights (a flow teacher gets the new interval embedding) -> jumps
 
 Two budgets. Equal steps (the default): every network trains `--steps` steps (a student's teacher too).
 Equal CPU time (`--budget SECONDS`): every row gets the same CPU seconds (`time.process_time`, one torch thread:
 on this shared machine, CPU seconds stand for the wall-clock of a quiet one). A probe of `--probe` steps measures
-each loss's seconds per step and sets its steps to budget / (seconds per step); a teacher-based row gives half of
-the budget to its teacher, charges the teacher's ODE solves, and spends the rest on its student. The probes are not
-charged (every row has one). Each row reports the CPU seconds it really spent.
+each loss's seconds per step and sets its steps to budget / (seconds per step); a teacher-based row gives
+`--teacher-share` (half by default) of the budget to its teacher, charges the teacher's ODE solves, and spends
+the rest on its student. The probes are not charged (every row has one). Each row reports the CPU seconds it
+really spent.
 
 Quality: exact W2 (POT) and energy distance between n samples and n held-out points, beside the same distances
 between two held-out draws (the data-vs-data floor); mean ± sd over seeds.
@@ -34,6 +38,8 @@ between two held-out draws (the data-vs-data floor); mean ± sd over seeds.
     .venv/bin/pip install --no-deps -r benchmarks/requirements.txt   # torchcfm, flow_matching (+ tqdm)
     .venv/bin/python benchmarks/few_step_quality.py               # 2 seeds, 3000 steps
     .venv/bin/python benchmarks/few_step_quality.py --budget 20 --pairs 5000 --n 5000 --seeds 2 --out budget.json
+    .venv/bin/python benchmarks/few_step_quality.py --budget 60 --probe 100 --ema 0.999 --keep 1 --teacher-share 0.6 \
+        --pairs 5000 --n 5000 --methods "fd distill (I-CFM teacher),flow_matching I-CFM,torchcfm OT-CFM"
     .venv/bin/python benchmarks/few_step_quality.py --report a.json b.json   # tables of runs (seeds) merged
     .venv/bin/python benchmarks/few_step_quality.py --quick       # a smoke run: 300 steps, n = 500, one seed
 """
@@ -71,7 +77,7 @@ from flowdiff.learning.models.mlp import MLP  # noqa: E402
 NFES = [1, 2, 4, 8, 100]
 PATH = fd.GaussianPath("linear")
 TEACHER_SHARE = 0.5  # of a teacher-based row's CPU budget, for its teacher
-TEACHER_STEPS = 64  # the teacher's ODE (Heun) steps or jumps per trajectory
+TEACHER_STEPS = 64  # the teacher's ODE (Heun) steps or jumps per trajectory (--ode-steps)
 KEEP = 8  # a distilled student learns every pair of the times i / KEEP (so 1, 2, 4 and 8 jumps are sub-grids)
 
 
@@ -120,6 +126,7 @@ STUDENTS = {  # name: (teacher, how the student learns)
     "fd reflow (OT teacher)": ("fd flow (OT)", "reflow"),
     "fd reflow (I-CFM teacher)": ("fd flow (I-CFM)", "reflow"),
     "fd distill (OT teacher)": ("fd flow (OT)", "distill"),
+    "fd distill (I-CFM teacher)": ("fd flow (I-CFM)", "distill"),
     "fd distill (shortcut teacher)": ("fd shortcut", "distill"),
 }
 DEFAULT = [*METHODS, "fd reflow (OT teacher)", "fd distill (OT teacher)", "fd distill (shortcut teacher)"]
@@ -136,7 +143,7 @@ class Trained:
 
 
 def train(loss_fn, flow_map: bool, data: torch.Tensor, steps: int, batch: int, seed: int,
-          init: MLP | None = None) -> Trained:
+          init: MLP | None = None, ema: float | None = None) -> Trained:
     """quality_vs_nfe's shared loop, for a network with or without the second time, from `init`'s weights if given."""
     torch.manual_seed(seed)
     model = MLP(2, hidden=HIDDEN, flow_map=flow_map)
@@ -145,17 +152,30 @@ def train(loss_fn, flow_map: bool, data: torch.Tensor, steps: int, batch: int, s
     model.requires_grad_(True)
     torch.manual_seed(seed + 2)
     trainer = fd.Trainer(model, PATH, data, loss=lambda model, path, x1, generator, **_: loss_fn(model, x1, generator),
-                         steps=steps, batch_size=batch, lr=1e-3, warmup=0, grad_clip=None, ema_decay=None, seed=seed,
+                         steps=steps, batch_size=batch, lr=1e-3, warmup=0, grad_clip=None, ema_decay=ema, seed=seed,
                          device="cpu", log_every=steps)
     started = time.process_time()
     trainer.fit()
-    return Trained(trainer.model.eval().requires_grad_(False), time.process_time() - started, steps)
+    weights = trainer.model if trainer.ema is None else trainer.ema.module
+    return Trained(weights.eval().requires_grad_(False), time.process_time() - started, steps)
 
 
 def budget_steps(loss_fn, flow_map: bool, data: torch.Tensor, seconds: float, args, seed: int, init=None) -> int:
     """The steps that `seconds` of CPU buy: a probe of args.probe steps measures this loss's seconds per step."""
-    probe = train(loss_fn, flow_map, data[: args.probe * args.batch], args.probe, args.batch, seed, init)
+    probe = train(loss_fn, flow_map, data[: args.probe * args.batch], args.probe, args.batch, seed, init, args.ema)
     return max(1, int(seconds / (probe.cpu_s / args.probe)))
+
+
+def within_budget(fit, steps: int, seconds: float | None, args) -> Trained:
+    """fit(steps); with a budget and --calibrate, fit again (from scratch) with the steps scaled by budget / spent
+    while the CPU seconds spent miss the budget by more than 5%, twice at most. Discarded fits are not charged."""
+    trained = fit(steps)
+    for _ in range(2 if seconds is not None and args.calibrate else 0):
+        if abs(trained.cpu_s - seconds) <= 0.05 * seconds:
+            break
+        steps = max(1, round(steps * seconds / trained.cpu_s))
+        trained = fit(steps)
+    return trained
 
 
 def train_method(name: str, seconds: float | None, args, seed: int) -> Trained:
@@ -164,17 +184,20 @@ def train_method(name: str, seconds: float | None, args, seed: int) -> Trained:
     steps = args.steps
     if seconds is not None:
         steps = budget_steps(make_loss(), flow_map, training_data(args.probe, args.batch, seed), seconds, args, seed)
-    return train(make_loss(), flow_map, training_data(steps, args.batch, seed), steps, args.batch, seed)
+    return within_budget(lambda n: train(make_loss(), flow_map, training_data(n, args.batch, seed), n, args.batch, seed,
+                                         ema=args.ema), steps, seconds, args)
 
 
 @torch.no_grad()
-def teacher_states(teacher: Trained, flow_map: bool, n: int, keep: int, seed: int) -> tuple[torch.Tensor, float]:
-    """(n, keep + 1, 2) states of the teacher's ODE (Heun) or jumps at the times i / keep, and their CPU seconds."""
+def teacher_states(teacher: Trained, flow_map: bool, n: int, keep: int, seed: int,
+                   ode_steps: int = TEACHER_STEPS) -> tuple[torch.Tensor, float]:
+    """(n, keep + 1, 2) states of the teacher's ODE (Heun, `ode_steps`) or jumps at the times i / keep, and their CPU
+    seconds."""
     started = time.process_time()
     x0 = torch.randn(n, 2, generator=torch.Generator().manual_seed(40_000 + seed))
     solver = None if flow_map else "heun"
-    trajectory = fd.sample(teacher.model, PATH, x0=x0, steps=TEACHER_STEPS, solver=solver, return_trajectory=True)
-    states = trajectory.states[:: TEACHER_STEPS // keep].transpose(0, 1).contiguous()
+    trajectory = fd.sample(teacher.model, PATH, x0=x0, steps=ode_steps, solver=solver, return_trajectory=True)
+    states = trajectory.states[:: ode_steps // keep].transpose(0, 1).contiguous()
     return states, time.process_time() - started
 
 
@@ -188,23 +211,24 @@ def student_loss(kind: str, states: torch.Tensor):
 def train_student(name: str, seconds: float | None, args, seed: int, teachers: dict) -> Trained:
     """A teacher-based row: its teacher (cached per seed and budget), the teacher's states, then the student."""
     teacher_name, kind = STUDENTS[name]
-    key = (teacher_name, None if seconds is None else seconds * TEACHER_SHARE)
+    key = (teacher_name, None if seconds is None else seconds * args.teacher_share)
     if key not in teachers:
         teachers[key] = train_method(teacher_name, key[1], args, seed)
     teacher = teachers[key]
-    states, ode_s = teacher_states(teacher, METHODS[teacher_name][1], args.pairs, 1 if kind == "reflow" else KEEP,
-                                   seed)
+    states, ode_s = teacher_states(teacher, METHODS[teacher_name][1], args.pairs, 1 if kind == "reflow" else args.keep,
+                                   seed, args.ode_steps)
     loss_fn, flow_map, data = student_loss(kind, states), kind == "distill", states[:, -1]
-    steps = args.steps
+    steps, left = args.steps, None
     if seconds is not None:
         left = seconds - teacher.cpu_s - ode_s
         steps = budget_steps(loss_fn, flow_map, data, left, args, seed, teacher.model) if left > 0 else 0
     if steps < 1:
         raise SystemExit(f"{name}: the teacher and its ODE used the whole budget of {seconds} s; raise --budget")
-    student = train(loss_fn, flow_map, data, steps, args.batch, seed, teacher.model)
+    student = within_budget(lambda n: train(loss_fn, flow_map, data, n, args.batch, seed, teacher.model, args.ema),
+                            steps, left, args)
     parts = {"teacher_s": teacher.cpu_s, "teacher_steps": teacher.steps, "ode_s": ode_s, "student_s": student.cpu_s,
-             "student_steps": steps}
-    return Trained(student.model, teacher.cpu_s + ode_s + student.cpu_s, teacher.steps + steps, parts)
+             "student_steps": student.steps}
+    return Trained(student.model, teacher.cpu_s + ode_s + student.cpu_s, teacher.steps + student.steps, parts)
 
 
 def sampler_of(name: str):
@@ -309,6 +333,14 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=None, help="CPU seconds for each row instead of --steps")
     parser.add_argument("--probe", type=int, default=40, help="steps of the probe that measures seconds per step")
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--keep", type=int, default=KEEP, help="a distilled student's grid: every pair of i / keep")
+    parser.add_argument("--teacher-share", type=float, default=TEACHER_SHARE,
+                        help="the share of a teacher-based row's --budget that its teacher trains with")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="with --budget: train a row again with corrected steps while it misses the budget by >5%%")
+    parser.add_argument("--ode-steps", type=int, default=TEACHER_STEPS,
+                        help="the teacher's ODE (Heun) steps or jumps per trajectory; a multiple of --keep")
+    parser.add_argument("--ema", type=float, default=None, help="sample every row with an EMA of this decay")
     parser.add_argument("--n", type=int, default=2000, help="samples and held-out points per W2")
     parser.add_argument("--pairs", type=int, default=10_000, help="teacher trajectories for reflow and distillation")
     parser.add_argument("--seeds", type=int, default=2)
@@ -321,6 +353,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.report:
         return report(args.report)
+    if args.keep < 1 or args.ode_steps % args.keep or not 0 < args.teacher_share < 1:
+        raise SystemExit(f"--keep must be >= 1 and divide --ode-steps, and --teacher-share lie in (0, 1); got --keep "
+                         f"{args.keep}, --ode-steps {args.ode_steps}, --teacher-share {args.teacher_share}")
     if args.quick:
         args.steps, args.n, args.seeds, args.pairs = 300, 500, 1, 1000
     torch.set_num_threads(1)
