@@ -40,9 +40,7 @@ def main() -> None:
     if min(args.teacher_steps, args.ode_steps, args.n, *args.pairs, *args.student_steps) < 1:
         raise SystemExit("--teacher-steps, --ode-steps, --n, --pairs and --student-steps must all be >= 1")
     torch.set_num_threads(1)
-    reference = bench.eight_gaussians_mixture().sample(args.n, torch.Generator().manual_seed(10_000 + args.seed))
-    reference = reference.float()
-    x0 = torch.randn(args.n, 2, generator=torch.Generator().manual_seed(30_000 + args.seed))
+    reference, _, x0 = bench.evaluation_points(args.n, args.seed)
     make_loss, flow_map, _ = bench.METHODS["fd flow (I-CFM)"]
     data = bench.training_data(args.teacher_steps, 256, args.seed)
     teacher = bench.train(make_loss(), flow_map, data, args.teacher_steps, 256, args.seed, ema=0.999)

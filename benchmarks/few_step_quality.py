@@ -38,8 +38,9 @@ between two held-out draws (the data-vs-data floor); mean ± sd over seeds.
     .venv/bin/pip install --no-deps -r benchmarks/requirements.txt   # torchcfm, flow_matching (+ tqdm)
     .venv/bin/python benchmarks/few_step_quality.py               # 2 seeds, 3000 steps
     .venv/bin/python benchmarks/few_step_quality.py --budget 20 --pairs 5000 --n 5000 --seeds 2 --out budget.json
-    .venv/bin/python benchmarks/few_step_quality.py --budget 60 --probe 100 --ema 0.999 --keep 1 --teacher-share 0.6 \
-        --pairs 5000 --n 5000 --methods "fd distill (I-CFM teacher),flow_matching I-CFM,torchcfm OT-CFM"
+    .venv/bin/python benchmarks/few_step_quality.py --budget 60 --calibrate --probe 100 --ema 0.999 --keep 1 \
+        --ode-steps 16 --teacher-share 0.8 --pairs 5000 --n 5000 --seeds 6 \
+        --methods "fd distill (I-CFM teacher),flow_matching I-CFM,torchcfm OT-CFM"
     .venv/bin/python benchmarks/few_step_quality.py --report a.json b.json   # tables of runs (seeds) merged
     .venv/bin/python benchmarks/few_step_quality.py --quick       # a smoke run: 300 steps, n = 500, one seed
 """
@@ -243,11 +244,17 @@ def save(args, results: list[dict]) -> None:
         args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "results": results}, indent=1))
 
 
-def run_seed(seed: int, args, methods: list[str], results: list[dict]) -> None:
+def evaluation_points(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A seed's held-out reference points, a second held-out draw (the data-vs-data floor) and the noise that every
+    row samples from, n of each."""
     mixture = eight_gaussians_mixture()
-    reference = mixture.sample(args.n, torch.Generator().manual_seed(10_000 + seed)).float()
-    spare = mixture.sample(args.n, torch.Generator().manual_seed(20_000 + seed)).float()
-    x0 = torch.randn(args.n, 2, generator=torch.Generator().manual_seed(30_000 + seed))
+    reference = mixture.sample(n, torch.Generator().manual_seed(10_000 + seed)).float()
+    spare = mixture.sample(n, torch.Generator().manual_seed(20_000 + seed)).float()
+    return reference, spare, torch.randn(n, 2, generator=torch.Generator().manual_seed(30_000 + seed))
+
+
+def run_seed(seed: int, args, methods: list[str], results: list[dict]) -> None:
+    reference, spare, x0 = evaluation_points(args.n, seed)
     out = {"seed": seed, "floor": {"w2": wasserstein2(spare, reference, max_samples=None),
                                    "energy": energy_distance(spare, reference)}, "rows": {}}
     results.append(out)
@@ -353,9 +360,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.report:
         return report(args.report)
-    if args.keep < 1 or args.ode_steps % args.keep or not 0 < args.teacher_share < 1:
-        raise SystemExit(f"--keep must be >= 1 and divide --ode-steps, and --teacher-share lie in (0, 1); got --keep "
-                         f"{args.keep}, --ode-steps {args.ode_steps}, --teacher-share {args.teacher_share}")
+    if min(args.keep, args.ode_steps) < 1 or args.ode_steps % args.keep or not 0 < args.teacher_share < 1:
+        raise SystemExit(f"--keep and --ode-steps must be >= 1, --keep divide --ode-steps, and --teacher-share lie in "
+                         f"(0, 1); got {args.keep}, {args.ode_steps} and {args.teacher_share}")
+    if args.ema is not None and not 0 <= args.ema < 1:
+        raise SystemExit(f"--ema must lie in [0, 1), got {args.ema}")
     if args.quick:
         args.steps, args.n, args.seeds, args.pairs = 300, 500, 1, 1000
     torch.set_num_threads(1)
