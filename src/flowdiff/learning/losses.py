@@ -15,7 +15,8 @@ from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.learning.flowmaps import MeanFlow, Shortcut
 from flowdiff.learning.flowmaps.meanflow import ImprovedMeanFlow
 from flowdiff.learning.training.distributed import Shard, all_gather, current_shard, sharded
-from flowdiff.paths.couplings import Coupled, Coupling, get_coupling
+from flowdiff.paths.couplings import Coupled, Coupling, Independent, get_coupling
+from flowdiff.paths.empirical_posterior import posterior_shift
 from flowdiff.paths.gaussian_path import GaussianPath, PathSample
 from flowdiff.registry import lookup
 
@@ -243,9 +244,42 @@ class ScoreMatching(FlowMatching):
         return score_matching_loss(model, path, x1, **batch, **self._options())
 
 
+class StableTargetFlowMatching(FlowMatching):
+    """Flow matching whose target is the conditional velocity averaged over the minibatch's posterior (lower
+    variance, O(1/batch) bias; flowdiff.paths.empirical_posterior); the time law and range of `FlowMatching`,
+    independent pairs only."""
+
+    name = "stable_target"
+    prediction = "velocity"
+
+    def __call__(self, model, path: GaussianPath, x1: torch.Tensor, y: torch.Tensor | None = None,
+                 coupling=None, label_dropout: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The loss on the minibatch x1, whose points are also the posterior's references."""
+        if not isinstance(get_coupling(coupling), Independent):
+            raise IncompatibleError(f"the stable_target loss needs independent pairs (its posterior assumes them), "
+                                    f"not the coupling {get_coupling(coupling).name!r}")
+        s, cond = path_batch(model, path, x1, y, coupling, label_dropout, generator, **self._options())
+        target = self.target(path, s, y, cond.get("y"))
+        return (model(s.x_t, s.t, **cond) - target).pow(2).mean()
+
+    @staticmethod
+    @torch.no_grad()
+    def target(path: GaussianPath, sample: PathSample, y: torch.Tensor | None = None,
+               given: torch.Tensor | None = None) -> torch.Tensor:
+        """The posterior-averaged velocity at the sample's x_t, over the sample's data points (`sample.x1`); with
+        labels y, an example whose label was kept in `given` (the labels the network sees) averages over its
+        label's points only, one whose label was dropped over all."""
+        allowed = None
+        if y is not None:
+            kept = torch.ones_like(y, dtype=torch.bool) if given is None else given == y
+            allowed = (y[None, :] == y[:, None]) | ~kept[:, None]
+        return sample.velocity + posterior_shift(path, sample.x_t, sample.t, sample.x1, sample.x1, allowed)
+
+
 LOSSES: dict[str, Callable[..., FlowMatching]] = {
     "flow_matching": FlowMatching,
     "score_matching": ScoreMatching,
+    "stable_target": StableTargetFlowMatching,
     "meanflow": MeanFlow,  # flow maps u(x, r, t): flowdiff.learning.flowmaps
     "imeanflow": ImprovedMeanFlow,
     "shortcut": Shortcut,

@@ -136,6 +136,9 @@ class TrainConfig:
         lookup(COUPLINGS, self.coupling, "coupling")
         lookup(TIME_LAWS, self.time_law, "time law")
         lookup(SCHEDULES, self.schedule, "schedule")
+        if self.loss == "stable_target" and self.coupling != "independent":
+            raise InvalidInputError(f"the stable_target loss needs independent pairs, not the coupling "
+                                    f"{self.coupling!r} (its posterior assumes x_t ~ N(alpha_t z, beta_t^2 I) given z)")
         if self.model != "default":
             lookup(MODELS, self.model, "model")
         if self.method == "discrete":  # the mixture path: its source, kappa schedule (`schedule`) and loss

@@ -1,0 +1,93 @@
+"""The stable-target flow matching loss: its target, its lower gradient noise, its refusals, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import flowdiff as fd
+from flowdiff.errors import IncompatibleError, InvalidInputError
+from flowdiff.learning.losses import StableTargetFlowMatching, get_loss
+from flowdiff.learning.models.mlp import MLP
+
+PATH = fd.GaussianPath("linear")
+
+
+def eight_gaussians() -> fd.GaussianMixture:
+    angles = torch.arange(8, dtype=torch.float64) * (torch.pi / 4)
+    return fd.GaussianMixture(2.0 * torch.stack([angles.cos(), angles.sin()], dim=1), 0.2**2)
+
+
+def test_a_kept_label_averages_over_its_class_and_a_dropped_one_over_the_batch():
+    x1 = torch.tensor([[2.0, 0.0], [2.0, 2.0], [-2.0, 0.0], [-2.0, -4.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    given = torch.tensor([0, 2, 1, 2])  # examples 1 and 3 had their label dropped (null label 2)
+    sample = PATH.sample(x1, torch.zeros(4), noise=torch.zeros(4, 2))  # t = 0: x_t = 0, the prior alone
+    target = StableTargetFlowMatching.target(PATH, sample, y, given)
+    expected = torch.stack([x1[:2].mean(0), x1.mean(0), x1[2:].mean(0), x1.mean(0)])
+    torch.testing.assert_close(target, expected)  # u_0(0) = E[z | class] (or E[z])
+
+
+def test_other_couplings_are_refused_in_one_line():
+    with pytest.raises(IncompatibleError, match="needs independent pairs.*'ot'"):
+        get_loss("stable_target")(MLP(2), PATH, torch.randn(8, 2), coupling="ot")
+    with pytest.raises(InvalidInputError, match="needs independent pairs, not the coupling 'ot'"):
+        fd.TrainConfig(loss="stable_target", coupling="ot")
+
+
+def gradient_noise(model, loss, mixture, batch: int = 128, draws: int = 30) -> float:
+    """Total variance of the minibatch gradient over `draws` minibatches, at the model's weights."""
+    g, grads = torch.Generator().manual_seed(1), []
+    for _ in range(draws):
+        model.zero_grad()
+        loss(model, PATH, mixture.sample(batch, g).float(), generator=g).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    return float(torch.stack(grads).var(0).sum())
+
+
+def test_near_a_fit_the_gradient_is_several_times_less_noisy_than_flow_matchings():
+    """Where the residual is the target's own noise (after some training), the batch posterior cuts it (x0.21)."""
+    mixture = eight_gaussians()
+    torch.manual_seed(0)
+    model = MLP(2, hidden=(64, 64))
+    data = mixture.sample(800 * 128, torch.Generator().manual_seed(0)).float()
+    fd.Trainer(model, PATH, data, steps=800, batch_size=128, lr=3e-3, seed=0, device="cpu", log_every=10**6).fit()
+    model.requires_grad_(True)
+    flow, stable = (gradient_noise(model, get_loss(name), mixture) for name in ("flow_matching", "stable_target"))
+    assert stable < 0.5 * flow, (stable, flow)
+
+
+def test_training_with_it_is_reproducible_and_moves_towards_the_marginal_velocity():
+    from flowdiff.paths.marginals import MarginalField
+
+    mixture = eight_gaussians()
+    data = mixture.sample(4096, torch.Generator().manual_seed(2)).float()
+
+    def fit(steps: int) -> MLP:
+        torch.manual_seed(3)
+        model = MLP(2, hidden=(32, 32))
+        fd.Trainer(model, PATH, data, loss="stable_target", steps=steps, batch_size=64, lr=3e-3, seed=4,
+                   device="cpu", log_every=10**6).fit()
+        return model
+
+    first, second = fit(150), fit(150)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    g = torch.Generator().manual_seed(5)
+    t = torch.rand(2000, generator=g)
+    x_t = PATH.sample(mixture.sample(2000, g).float(), t, generator=g).x_t
+    exact = MarginalField(PATH, mixture)(x_t, t)
+    with torch.no_grad():
+        errors = [float((m(x_t, t) - exact).pow(2).sum(1).mean()) for m in (MLP(2, hidden=(32, 32)), first)]
+    assert errors[1] < 0.5 * errors[0], errors
+
+
+def test_cli_trains_with_it_and_refuses_it_with_ot_pairs(tmp_path, cli):
+    tiny = ["--data", "moons", "--steps", "20", "--batch", "32", "--hidden", "16,16", "--quiet"]
+    done = cli("train", *tiny, "--loss", "stable_target", "--out", tmp_path / "run")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["training"]["loss"] == "stable_target"
+    refused = cli("train", *tiny, "--loss", "stable_target", "--coupling", "ot", "--out", tmp_path / "ot")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "needs independent pairs" in refused.stderr and not (tmp_path / "ot").exists()
