@@ -7,6 +7,8 @@ weights of flowdiff's Trainer, peers included); only the loss differs:
 
 - fd flow (I-CFM):   fd.flow_matching_loss, independent pairs       -> sampled with Euler steps (NFE = steps)
 - fd flow (OT):      the same with minibatch OT pairs                -> Euler steps
+- fd flow (stable):  the stable_target loss (the conditional target averaged over the batch's posterior),
+                     independent pairs                               -> Euler steps
 - fd MeanFlow:       flowdiff.learning.flowmaps.MeanFlow() (power 0) -> flow-map jumps (NFE = steps)
 - fd shortcut:       flowdiff.learning.flowmaps.Shortcut()           -> flow-map jumps
 - torchcfm OT-CFM:   ExactOptimalTransportConditionalFlowMatcher     -> torchdiffeq odeint, Euler
@@ -33,7 +35,8 @@ the rest on its student. The probes are not charged (every row has one). Each ro
 really spent.
 
 Quality: exact W2 (POT) and energy distance between n samples and n held-out points, beside the same distances
-between two held-out draws (the data-vs-data floor); mean ± sd over seeds.
+between two held-out draws (the data-vs-data floor); the within-mode spread (0.2 for the data) and the total
+variation of the mode shares, which say whether a W2 is won by sharper or by blurred modes; mean ± sd over seeds.
 
     .venv/bin/pip install --no-deps -r benchmarks/requirements.txt   # torchcfm, flow_matching (+ tqdm)
     .venv/bin/python benchmarks/few_step_quality.py               # 2 seeds, 3000 steps
@@ -71,11 +74,12 @@ from quality_vs_nfe import (  # noqa: E402
 
 import flowdiff as fd  # noqa: E402
 from flowdiff.learning.flowmaps import MeanFlow, Shortcut, StoredPairs, TrajectoryDistillation  # noqa: E402
-from flowdiff.learning.losses import flow_matching_loss  # noqa: E402
+from flowdiff.learning.losses import StableTargetFlowMatching, flow_matching_loss  # noqa: E402
 from flowdiff.learning.metrics import energy_distance, wasserstein2  # noqa: E402
 from flowdiff.learning.models.mlp import MLP  # noqa: E402
 
 NFES = [1, 2, 4, 8, 100]
+METRICS = ("w2", "energy", "spread", "modes")  # see quality()
 PATH = fd.GaussianPath("linear")
 TEACHER_SHARE = 0.5  # of a teacher-based row's CPU budget, for its teacher
 TEACHER_STEPS = 64  # the teacher's ODE (Heun) steps or jumps per trajectory (--ode-steps)
@@ -117,6 +121,7 @@ def flow_matching_ot_loss():
 METHODS = {  # name: (loss factory, flow map?, sampler factory)
     "fd flow (I-CFM)": (lambda: flowdiff_loss("independent"), False, lambda: euler),
     "fd flow (OT)": (lambda: flowdiff_loss("ot"), False, lambda: euler),
+    "fd flow (stable)": (lambda: map_loss(StableTargetFlowMatching()), False, lambda: euler),
     "fd MeanFlow": (lambda: map_loss(MeanFlow()), True, lambda: jumps),
     "fd shortcut": (lambda: map_loss(Shortcut()), True, lambda: jumps),
     "torchcfm OT-CFM": (lambda: torchcfm_loss(ot=True), False, lambda: torchdiffeq_sampler("euler")),
@@ -128,6 +133,7 @@ STUDENTS = {  # name: (teacher, how the student learns)
     "fd reflow (I-CFM teacher)": ("fd flow (I-CFM)", "reflow"),
     "fd distill (OT teacher)": ("fd flow (OT)", "distill"),
     "fd distill (I-CFM teacher)": ("fd flow (I-CFM)", "distill"),
+    "fd distill (stable teacher)": ("fd flow (stable)", "distill"),
     "fd distill (shortcut teacher)": ("fd shortcut", "distill"),
 }
 DEFAULT = [*METHODS, "fd reflow (OT teacher)", "fd distill (OT teacher)", "fd distill (shortcut teacher)"]
@@ -253,10 +259,21 @@ def evaluation_points(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, to
     return reference, spare, torch.randn(n, 2, generator=torch.Generator().manual_seed(30_000 + seed))
 
 
+def quality(x: torch.Tensor, reference: torch.Tensor) -> dict:
+    """W2 and energy distance to the reference; `spread`, the RMS distance per coordinate from each point to its
+    nearest mode centre (0.2 for the data: above it the modes are blurred, below it shrunk), and `modes`, the
+    total variation between the shares of x and of the reference nearest each centre."""
+    centres = eight_gaussians_mixture().means.to(x.dtype)
+    nearest = torch.cdist(x, centres).argmin(1)
+    shares = [torch.bincount(torch.cdist(p, centres).argmin(1), minlength=8) / len(p) for p in (x, reference)]
+    return {"w2": wasserstein2(x, reference, max_samples=None), "energy": energy_distance(x, reference),
+            "spread": float((x - centres[nearest]).pow(2).mean().sqrt()),
+            "modes": float((shares[0] - shares[1]).abs().sum() / 2)}
+
+
 def run_seed(seed: int, args, methods: list[str], results: list[dict]) -> None:
     reference, spare, x0 = evaluation_points(args.n, seed)
-    out = {"seed": seed, "floor": {"w2": wasserstein2(spare, reference, max_samples=None),
-                                   "energy": energy_distance(spare, reference)}, "rows": {}}
+    out = {"seed": seed, "floor": quality(spare, reference), "rows": {}}
     results.append(out)
     teachers: dict = {}
     for name in methods:
@@ -267,7 +284,7 @@ def run_seed(seed: int, args, methods: list[str], results: list[dict]) -> None:
                **trained.parts}
         for nfe in NFES:
             x = sampler(trained.model, x0, nfe).float()
-            row[nfe] = {"w2": wasserstein2(x, reference, max_samples=None), "energy": energy_distance(x, reference)}
+            row[nfe] = quality(x, reference)
         out["rows"][name] = row
         save(args, results)
         print(f"seed {seed} {name}: {trained.steps} steps, {trained.cpu_s:.1f} CPU s {trained.parts}, W2 "
@@ -329,7 +346,7 @@ def report(files: list[Path]) -> None:
             merged.setdefault("floor", result.get("floor"))
             merged["floor"] = merged["floor"] or result.get("floor")
     results = list(by_seed.values())
-    for metric in ("w2", "energy"):
+    for metric in METRICS:
         print("\n" + "\n".join(table(results, metric)))
     print("\n" + target(results))
 
@@ -379,7 +396,7 @@ def main() -> None:
     print(f"\n{budget}, batch {args.batch}, MLP {'x'.join(map(str, HIDDEN))}, {args.n} samples, seeds {args.first_seed}"
           f"-{args.first_seed + args.seeds - 1}")
     results = json.loads(json.dumps(results))  # the NFE keys as in the JSON file
-    for metric in ("w2", "energy"):
+    for metric in METRICS:
         print("\n" + "\n".join(table(results, metric)))
     print("\n" + target(results))
 

@@ -50,6 +50,7 @@ _PUBLIC = {
     "Hook": "flowdiff.learning.training.hooks",
     "FlowMatching": "flowdiff.learning.losses",
     "ScoreMatching": "flowdiff.learning.losses",
+    "StableTargetFlowMatching": "flowdiff.learning.losses",
     "MeanFlow": "flowdiff.learning.flowmaps",
     "Shortcut": "flowdiff.learning.flowmaps",
     "EMA": "flowdiff.learning.training.ema",
