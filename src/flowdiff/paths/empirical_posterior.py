@@ -35,13 +35,13 @@ def posterior_shift(path: GaussianPath, x: torch.Tensor, t: torch.Tensor, z: tor
     alpha = s.alpha.reshape(-1, 1) * torch.ones(batch, 1, dtype=x.dtype, device=x.device)
     beta = s.beta.reshape(-1, 1).clamp_min(path.min_scale) * torch.ones_like(alpha)
     flat_x, flat_z = x.reshape(batch, -1), z.reshape(z.shape[0], -1)
-    # |x_i - alpha_i z_j|^2 = |x_i|^2 - 2 alpha_i x_i.z_j + alpha_i^2 |z_j|^2, one matrix product
-    distance = (flat_x.pow(2).sum(1, keepdim=True) - 2 * alpha * (flat_x @ flat_z.T)
-                + alpha.pow(2) * flat_z.pow(2).sum(1)[None])
-    logits = -distance.clamp_min(0) / (2 * beta.pow(2))
+    # -|x_i - alpha_i z_j|^2 / (2 beta_i^2) up to a term constant in j (softmax ignores it): one matrix product,
+    # in float64, as the logits reach |x| |z| / beta^2 near t = 1 while neighbours differ by far less
+    wide_x, wide_z, scale = flat_x.double(), flat_z.double(), (alpha / beta.pow(2)).double()
+    logits = scale * (wide_x @ wide_z.T) - (0.5 * scale * alpha.double()) * wide_z.pow(2).sum(1)[None]
     if allowed is not None:
         logits = logits.masked_fill(~allowed, float("-inf"))
-    weights = torch.softmax(logits, dim=1)
+    weights = torch.softmax(logits, dim=1).to(flat_z.dtype)
     shift = weights @ flat_z - own.reshape(batch, -1)  # sum_j w_ij (z_j - own_i), as sum_j w_ij = 1
     factor = s.d_alpha.reshape(-1, 1) - s.d_beta.reshape(-1, 1) * alpha / beta
     return (factor * shift).reshape(x.shape)
