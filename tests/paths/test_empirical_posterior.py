@@ -68,3 +68,18 @@ def test_averaging_over_a_batch_cuts_the_target_error_against_the_true_marginal_
         stable = s.velocity + posterior_shift(path, s.x_t, t, batch, batch)
         errors["batch"] += float((stable - exact).pow(2).sum(1).mean()) / 8
     assert errors["pair"] > 3.0 and errors["batch"] < 0.25, errors  # measured 3.8 and 0.14
+
+
+def test_float32_points_near_the_data_end_keep_the_weights_of_near_duplicates():
+    """t = 1 - 3e-4, two points 1e-4 apart in 8-D: float32 inputs give the float64 shift (0.31 off with the
+    logits in float32, as they reach |x| |z| / beta^2 ~ 1e9)."""
+    path = fd.GaussianPath("linear")
+    g = torch.Generator().manual_seed(0)
+    z = 3 * torch.randn(64, 8, generator=g, dtype=torch.float64)
+    z[1] = z[0] + 1e-4 * torch.randn(8, generator=g, dtype=torch.float64)
+    t = torch.full((64,), 1 - 3e-4, dtype=torch.float64)
+    s = path.sample(z, t, generator=g)
+    exact = posterior_shift(path, s.x_t, t, z, z)
+    assert float(exact[:2].abs().max()) > 0.05  # the near-duplicates do share their weight
+    single = posterior_shift(path, s.x_t.float(), t.float(), z.float(), z.float())
+    assert float((single.double() - exact).abs().max()) < 0.01
