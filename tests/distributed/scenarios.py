@@ -53,9 +53,9 @@ def weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def one_step_gradients() -> list[torch.Tensor]:
+def one_step_gradients(**settings) -> list[torch.Tensor]:
     """The gradients of the first step of a float64 network (no clipping), averaged over the ranks by DDP."""
-    t = trainer(torch.float64, grad_clip=None)
+    t = trainer(torch.float64, grad_clip=None, **settings)
     t.train_step()
     return [p.grad.detach().clone() for p in t.model.parameters()]
 
@@ -72,7 +72,9 @@ def coupled_pairs(gather: bool) -> dict[str, torch.Tensor]:
 
 def run_scenarios(folder, other_run=None) -> dict:
     """Every check's raw results on this rank (`other_run`: a run stopped by another number of ranks, to resume)."""
-    results = {"gradients": one_step_gradients(), "ot_global": coupled_pairs(True),
+    results = {"gradients": one_step_gradients(),
+               "stable_target_gradients": one_step_gradients(loss="stable_target", coupling="independent"),
+               "ot_global": coupled_pairs(True),
                "ot_local": coupled_pairs(False)}
     straight = trainer()
     results["history"] = straight.fit().history

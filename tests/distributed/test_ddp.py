@@ -25,10 +25,12 @@ def results(tmp_path_factory):
     return one, spawn_gloo(2, folder, run_scenarios, folder / "from_one"), folder
 
 
-def test_one_ddp_step_has_the_single_process_gradients(results):
+@pytest.mark.parametrize("key", ["gradients", "stable_target_gradients"])
+def test_one_ddp_step_has_the_single_process_gradients(results, key):
+    """Minibatch OT and the stable target (whose posterior runs over the global batch) alike."""
     one, ranks, _ = results
     for rank in ranks:
-        for got, want in zip(rank["gradients"], one["gradients"], strict=True):
+        for got, want in zip(rank[key], one[key], strict=True):
             assert got.dtype == torch.float64
             torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
 

@@ -259,21 +259,26 @@ class StableTargetFlowMatching(FlowMatching):
             raise IncompatibleError(f"the stable_target loss needs independent pairs (its posterior assumes them), "
                                     f"not the coupling {get_coupling(coupling).name!r}")
         s, cond = path_batch(model, path, x1, y, coupling, label_dropout, generator, **self._options())
-        target = self.target(path, s, y, cond.get("y"))
+        global_batch = current_shard() is not None  # the references: the global batch, whatever the ranks
+        references = (all_gather(x1), None if y is None else all_gather(y)) if global_batch else (x1, y)
+        target = self.target(path, s, y, cond.get("y"), *references)
         return (model(s.x_t, s.t, **cond) - target).pow(2).mean()
 
     @staticmethod
     @torch.no_grad()
     def target(path: GaussianPath, sample: PathSample, y: torch.Tensor | None = None,
-               given: torch.Tensor | None = None) -> torch.Tensor:
-        """The posterior-averaged velocity at the sample's x_t, over the sample's data points (`sample.x1`); with
-        labels y, an example whose label was kept in `given` (the labels the network sees) averages over its
-        label's points only, one whose label was dropped over all."""
+               given: torch.Tensor | None = None, references: torch.Tensor | None = None,
+               reference_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The posterior-averaged velocity at the sample's x_t over the reference points (default: the sample's
+        own `x1`, with labels y); with labels, an example whose label was kept in `given` (the labels the network
+        sees) averages over its label's points only, one whose label was dropped over all."""
+        if references is None:
+            references, reference_labels = sample.x1, y
         allowed = None
         if y is not None:
             kept = torch.ones_like(y, dtype=torch.bool) if given is None else given == y
-            allowed = (y[None, :] == y[:, None]) | ~kept[:, None]
-        return sample.velocity + posterior_shift(path, sample.x_t, sample.t, sample.x1, sample.x1, allowed)
+            allowed = (reference_labels[None, :] == y[:, None]) | ~kept[:, None]
+        return sample.velocity + posterior_shift(path, sample.x_t, sample.t, references, sample.x1, allowed)
 
 
 LOSSES: dict[str, Callable[..., FlowMatching]] = {
