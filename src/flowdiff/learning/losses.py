@@ -15,7 +15,7 @@ from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.learning.flowmaps import MeanFlow, Shortcut
 from flowdiff.learning.flowmaps.meanflow import ImprovedMeanFlow
 from flowdiff.learning.training.distributed import Shard, all_gather, current_shard, sharded
-from flowdiff.paths.couplings import Coupled, Coupling, Independent, get_coupling
+from flowdiff.paths.couplings import Coupled, Coupling, get_coupling
 from flowdiff.paths.empirical_posterior import posterior_shift
 from flowdiff.paths.gaussian_path import GaussianPath, PathSample
 from flowdiff.registry import lookup
@@ -255,14 +255,11 @@ class StableTargetFlowMatching(FlowMatching):
     def __call__(self, model, path: GaussianPath, x1: torch.Tensor, y: torch.Tensor | None = None,
                  coupling=None, label_dropout: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
         """The loss on the minibatch x1, whose points are also the posterior's references."""
-        if not isinstance(get_coupling(coupling), Independent):
-            raise IncompatibleError(f"the stable_target loss needs independent pairs (its posterior assumes them), "
-                                    f"not the coupling {get_coupling(coupling).name!r}")
+        from flowdiff.learning.flowmaps.stable import stable_target_coupling, stable_velocity
+
+        stable_target_coupling(coupling)
         s, cond = path_batch(model, path, x1, y, coupling, label_dropout, generator, **self._options())
-        global_batch = current_shard() is not None  # the references: the global batch, whatever the ranks
-        references = (all_gather(x1), None if y is None else all_gather(y)) if global_batch else (x1, y)
-        target = self.target(path, s, y, cond.get("y"), *references)
-        return (model(s.x_t, s.t, **cond) - target).pow(2).mean()
+        return (model(s.x_t, s.t, **cond) - stable_velocity(path, s, y, cond.get("y"))).pow(2).mean()
 
     @staticmethod
     @torch.no_grad()

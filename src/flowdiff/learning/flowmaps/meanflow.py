@@ -37,6 +37,7 @@ from flowdiff.learning.flowmaps.common import (
     per_example,
 )
 from flowdiff.learning.flowmaps.maps import require_flow_map
+from flowdiff.learning.flowmaps.stable import stable_target_coupling, stable_velocity
 
 
 def _column(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -87,6 +88,10 @@ VARIANTS = ("original", "improved")
 """MeanFlow's losses: the original (regress u on the identity's target) and improved MeanFlow (regress the compound
 velocity on the conditional velocity; see `MeanFlow`)."""
 
+VELOCITIES = ("conditional", "stable")
+"""The v(z_t, t) in MeanFlow's target: the pair's conditional velocity, or its average over the minibatch's
+posterior (the stable target of `losses.StableTargetFlowMatching`: less noise, independent pairs only)."""
+
 
 class MeanFlow:
     """The MeanFlow loss: E sg(w) |u_theta(z_t, r, t) - sg(v + (r - t) d/dt u_theta)|^2 (see the module docstring).
@@ -104,6 +109,10 @@ class MeanFlow:
 
     `variant="improved"`: improved MeanFlow's loss E sg(w) |u_theta - (r - t) sg(d/dt u_theta) - v|^2, the tangent
     of d/dt u_theta being sg(u_theta(z_t, t, t)) (module docstring; one more forward pass, without gradients).
+
+    `velocity="stable"`: v is the conditional velocity averaged over the minibatch's posterior instead of the pair's
+    own (`VELOCITIES`); both targets are linear in v, so their expectation is unchanged up to the average's
+    O(1/batch) bias, and their noise falls (docs/few_step.md).
     """
 
     name = "meanflow"
@@ -113,7 +122,7 @@ class MeanFlow:
 
     def __init__(self, flow_share: float = 0.75, power: float = 0.0, eps: float = 1e-3, time_law: str = "uniform",
                  t_min: float = 0.0, t_max: float = 1.0, time_mu: float = -0.4, time_sigma: float = 1.0,
-                 variant: str = "original") -> None:
+                 variant: str = "original", velocity: str = "conditional") -> None:
         check_time_options(time_law, t_min, t_max, own_laws=(LOGIT_NORMAL,))
         self.flow_share = check_share("flow_share", flow_share)
         self.power = 0.0 if power == 0 else check_positive("power", power)
@@ -122,12 +131,14 @@ class MeanFlow:
         self.time_mu, self.time_sigma = check_finite("time_mu", time_mu), check_positive("time_sigma", time_sigma)
         if variant not in VARIANTS:
             raise InvalidInputError(f"unknown MeanFlow variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
-        self.variant = variant
+        if velocity not in VELOCITIES:
+            raise InvalidInputError(f"unknown MeanFlow velocity {velocity!r}; choose one of: {', '.join(VELOCITIES)}")
+        self.variant, self.velocity = variant, velocity
 
     def _options(self) -> dict:
         return {"flow_share": self.flow_share, "power": self.power, "eps": self.eps, "time_law": self.time_law,
                 "t_min": self.t_min, "t_max": self.t_max, "time_mu": self.time_mu, "time_sigma": self.time_sigma,
-                "variant": self.variant}
+                "variant": self.variant, "velocity": self.velocity}
 
     def law(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The time law as a map of u ~ U[0, 1] to [0, 1]: a registered law's, or the logit-normal map."""
@@ -155,14 +166,17 @@ class MeanFlow:
         from flowdiff.learning.losses import path_batch
 
         require_flow_map(model, "the MeanFlow loss")
+        if self.velocity == "stable":
+            stable_target_coupling(coupling)
         first, cond = path_batch(model, path, x1, y, coupling, label_dropout, generator)  # first.t ~ U[0, 1]
         t, r = self.times(first.t, generator, x1.device, x1.dtype)
         s = path.sample(first.x1, t, noise=first.noise)
+        velocity = s.velocity if self.velocity == "conditional" else stable_velocity(path, s, y, cond.get("y"))
         if self.variant == "improved":
-            error = per_example(self._improved_prediction(model, s.x_t, t, r, cond) - s.velocity)
+            error = per_example(self._improved_prediction(model, s.x_t, t, r, cond) - velocity)
         else:
-            u, derivative = average_velocity_and_derivative(model, s.x_t, t, r, s.velocity, cond)
-            error = per_example(u - meanflow_target(s.velocity, derivative, t, r).detach())
+            u, derivative = average_velocity_and_derivative(model, s.x_t, t, r, velocity, cond)
+            error = per_example(u - meanflow_target(velocity, derivative, t, r).detach())
         weight = (error.detach() + self.eps).pow(-self.power) if self.power else 1.0
         return (weight * error).mean()
 
