@@ -747,7 +747,8 @@ def test_a_loss_that_becomes_nan_stops_training_with_advice():
     ({"label_dropout": -0.1}, "label_dropout must lie in [0, 1), got -0.1"),
     ({"label_dropout": "0"}, "label_dropout must lie in [0, 1), got '0'"),
     ({"lr_schedule": "step"}, "unknown lr_schedule 'step'; choose one of: cosine, constant"),
-    ({"loss": "l1"}, "unknown loss 'l1'; choose one of: flow_matching, score_matching, meanflow, imeanflow, shortcut"),
+    ({"loss": "l1"}, "unknown loss 'l1'; choose one of: flow_matching, score_matching, stable_target, meanflow, "
+                     "imeanflow, shortcut"),
     ({"coupling": "x"}, "unknown coupling 'x'; choose one of: independent, ot, sinkhorn"),
     ({"time_law": "late"}, "unknown time law 'late'; choose one of: uniform, early"),
     ({"schedule": "x"}, "unknown schedule 'x'; choose one of: linear, cosine, polynomial, vp"),

@@ -226,6 +226,7 @@ def test_loss_objects_carry_their_hyperparameters_and_prediction():
     assert get_loss("score_matching").prediction == "score" and isinstance(get_loss("score_matching"), ScoreMatching)
     assert {name: LOSSES[name]().prediction for name in LOSSES} == {"flow_matching": "velocity",
                                                                      "score_matching": "score",
+                                                                     "stable_target": "velocity",
                                                                      "meanflow": "velocity", "imeanflow": "velocity",
                                                                      "shortcut": "velocity"}
     with pytest.raises(InvalidInputError, match="unknown time law"):

@@ -289,7 +289,7 @@ LOSSES: dict[str, Callable[..., FlowMatching]] = {
 """Loss objects by name."""
 
 METHODS: dict[str, str | None] = {
-    "flow": None,  # the configured loss (flow_matching, score_matching)
+    "flow": None,  # the configured loss (flow_matching, score_matching, stable_target)
     "meanflow": "meanflow",
     "imeanflow": "imeanflow",
     "shortcut": "shortcut",
