@@ -45,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--base-channels", type=int, default=None, help="[default: the default image model]")
     parser.add_argument("--res-blocks", type=int, default=1)
     parser.add_argument("--label-dropout", type=float, default=0.1)
+    parser.add_argument("--loss", default="flow_matching", choices=["flow_matching", "stable_target"],
+                        help="the training loss (stable_target: the batch-posterior target, docs/paths.md)")
     parser.add_argument("--guidance", default="1,3", help="comma-separated guidance scales w")
     parser.add_argument("--sample-steps", type=int, default=20, help="Heun steps of the ODE sampler")
     parser.add_argument("--sample-batch", type=int, default=2500)
@@ -119,7 +121,7 @@ def main(argv=None) -> dict:
     parameters = sum(p.numel() for p in model.parameters())
     path = GaussianPath("linear")
     trainer = Trainer(model, path, data.images, labels=data.labels, batch_size=args.batch, steps=args.steps,
-                      lr=args.lr, warmup=min(200, args.steps // 10), label_dropout=args.label_dropout,
+                      lr=args.lr, warmup=min(200, args.steps // 10), label_dropout=args.label_dropout, loss=args.loss,
                       ema_decay=0.999, device=device, seed=args.seed,
                       log_every=max(1, args.steps // 10))
     synchronize(device)
