@@ -47,6 +47,9 @@ def test_the_ends_noise_end_averages_all_points_and_data_end_keeps_the_own_targe
     x = torch.tensor([[0.3, -0.2], [1.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
     at_zero = path.conditional_velocity(x, points, 0.0) + posterior_shift(path, x, torch.zeros(3), points, points)
     torch.testing.assert_close(at_zero, points.mean(0) - x)  # t = 0: every point equally likely
+    one_time = posterior_shift(path, x, torch.tensor(0.3, dtype=torch.float64), points, points)  # a 0-d time
+    torch.testing.assert_close(one_time, posterior_shift(path, x, torch.full((3,), 0.3, dtype=torch.float64),
+                                                         points, points))
     at_one = posterior_shift(path, points, torch.ones(3, dtype=torch.float64), points, points)
     assert torch.equal(at_one, torch.zeros_like(points))  # beta = 0: the own point alone, no 0/0
 

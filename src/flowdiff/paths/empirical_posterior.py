@@ -32,8 +32,7 @@ def posterior_shift(path: GaussianPath, x: torch.Tensor, t: torch.Tensor, z: tor
     the references each x_i may have come from (it must allow own_i's row, if own_i is among them)."""
     batch = x.shape[0]
     s = path.values(t, x)
-    alpha = s.alpha.reshape(-1, 1) * torch.ones(batch, 1, dtype=x.dtype, device=x.device)
-    beta = s.beta.reshape(-1, 1).clamp_min(path.min_scale) * torch.ones_like(alpha)
+    alpha, beta = s.alpha.reshape(-1, 1), s.beta.reshape(-1, 1).clamp_min(path.min_scale)  # (batch or 1, 1)
     flat_x, flat_z = x.reshape(batch, -1), z.reshape(z.shape[0], -1)
     # -|x_i - alpha_i z_j|^2 / (2 beta_i^2) up to a term constant in j (softmax ignores it): one matrix product,
     # in float64, as the logits reach |x| |z| / beta^2 near t = 1 while neighbours differ by far less
