@@ -63,7 +63,7 @@ pytest_add_cli_args_test_selection = [
     # The stable target (the batch posterior and its use by the losses), against its own tests.
     "stable": '''only_mutate = [
     "src/flowdiff/paths/empirical_posterior.py",
-    "src/flowdiff/learning/flowmaps/stable.py",
+    "src/flowdiff/learning/stable_target.py",
 ]
 pytest_add_cli_args_test_selection = ["tests/paths/test_empirical_posterior.py", "tests/learning/test_stable_target.py"]
 ''',

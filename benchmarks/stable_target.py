@@ -6,6 +6,9 @@
 2. Gradient noise: the total variance of the minibatch gradient over 40 minibatches, at the weights of an MLP
    64x64 trained 1500 steps with flow matching (where the residual is mostly the target's own noise), and its
    norm of the mean, for each loss and batch size.
+3. Cost: CPU ms per training step (loss, backward, AdamW step), the two losses interleaved in this process,
+   median of 7 rounds of 20 steps, on the sizes the docs measure: the few-step benchmark's MLP 256x3 on
+   eight Gaussians (batch 256) and the default 8x8-digits U-Net with labels (batch 128, label dropout 0.1).
 
     .venv/bin/python benchmarks/stable_target.py
 """
@@ -52,6 +55,40 @@ def gradient_noise(model, loss, batch: int, draws: int = 40) -> tuple[float, flo
     return float(grads.var(0).sum()), float(grads.mean(0).norm())
 
 
+def step_cost(model, loss, data: torch.Tensor, labels: torch.Tensor | None, batch: int) -> float:
+    """CPU ms of one round of 20 training steps of `loss` (loss, backward, AdamW step), per step."""
+    import time
+
+    optimizer, g = torch.optim.AdamW(model.parameters(), lr=1e-4), torch.Generator().manual_seed(0)
+    cond = {} if labels is None else {"y": labels[:batch], "label_dropout": 0.1}
+    started = time.process_time()
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss(model, fd.GaussianPath("linear"), data[:batch], generator=g, **cond).backward()
+        optimizer.step()
+    return (time.process_time() - started) / 20 * 1e3
+
+
+def costs() -> None:
+    from flowdiff.data.images import load_images
+    from flowdiff.learning.models import default_image_model
+
+    digits = load_images("digits")
+    cases = {"MLP 256x3, 2-D, batch 256": (lambda: MLP(2, hidden=(256, 256, 256)),
+                                           eight_gaussians_mixture().sample(256, torch.Generator()).float(), None, 256),
+             "digits U-Net, batch 128": (lambda: default_image_model(digits.data_shape, digits.num_classes),
+                                         digits.images, digits.labels, 128)}
+    print("\n| network | flow_matching ms/step | stable_target ms/step | ratio |\n|---|---|---|---|")
+    for name, (build, data, labels, batch) in cases.items():
+        torch.manual_seed(0)
+        model, times = build(), {"flow_matching": [], "stable_target": []}
+        for _ in range(7):  # interleaved rounds
+            for loss in times:
+                times[loss].append(step_cost(model, get_loss(loss), data, labels, batch))
+        fm, st = (sorted(times[loss])[3] for loss in times)
+        print(f"| {name} | {fm:.2f} | {st:.2f} | {st / fm:.3f} |")
+
+
 def main() -> None:
     torch.set_num_threads(1)
     print("| schedule | B | one-pair target error | batch-posterior target error | ratio |\n|---|---|---|---|---|")
@@ -70,6 +107,7 @@ def main() -> None:
         for batch in (128, 512):
             variance, norm = gradient_noise(model, get_loss(name), batch)
             print(f"| {name} | {batch} | {variance:.4f} | {norm:.4f} |")
+    costs()
 
 
 if __name__ == "__main__":

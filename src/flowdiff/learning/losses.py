@@ -14,9 +14,9 @@ import torch
 from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.learning.flowmaps import MeanFlow, Shortcut
 from flowdiff.learning.flowmaps.meanflow import ImprovedMeanFlow
+from flowdiff.learning.stable_target import require_independent, stable_velocity
 from flowdiff.learning.training.distributed import Shard, all_gather, current_shard, sharded
 from flowdiff.paths.couplings import Coupled, Coupling, get_coupling
-from flowdiff.paths.empirical_posterior import posterior_shift
 from flowdiff.paths.gaussian_path import GaussianPath, PathSample
 from flowdiff.registry import lookup
 
@@ -246,7 +246,7 @@ class ScoreMatching(FlowMatching):
 
 class StableTargetFlowMatching(FlowMatching):
     """Flow matching whose target is the conditional velocity averaged over the minibatch's posterior (lower
-    variance, O(1/batch) bias; flowdiff.paths.empirical_posterior); the time law and range of `FlowMatching`,
+    variance, O(1/batch) bias; flowdiff.learning.stable_target); the time law and range of `FlowMatching`,
     independent pairs only."""
 
     name = "stable_target"
@@ -255,27 +255,9 @@ class StableTargetFlowMatching(FlowMatching):
     def __call__(self, model, path: GaussianPath, x1: torch.Tensor, y: torch.Tensor | None = None,
                  coupling=None, label_dropout: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
         """The loss on the minibatch x1, whose points are also the posterior's references."""
-        from flowdiff.learning.flowmaps.stable import stable_target_coupling, stable_velocity
-
-        stable_target_coupling(coupling)
+        require_independent(coupling)
         s, cond = path_batch(model, path, x1, y, coupling, label_dropout, generator, **self._options())
         return (model(s.x_t, s.t, **cond) - stable_velocity(path, s, y, cond.get("y"))).pow(2).mean()
-
-    @staticmethod
-    @torch.no_grad()
-    def target(path: GaussianPath, sample: PathSample, y: torch.Tensor | None = None,
-               given: torch.Tensor | None = None, references: torch.Tensor | None = None,
-               reference_labels: torch.Tensor | None = None) -> torch.Tensor:
-        """The posterior-averaged velocity at the sample's x_t over the reference points (default: the sample's
-        own `x1`, with labels y); with labels, an example whose label was kept in `given` (the labels the network
-        sees) averages over its label's points only, one whose label was dropped over all."""
-        if references is None:
-            references, reference_labels = sample.x1, y
-        allowed = None
-        if y is not None:
-            kept = torch.ones_like(y, dtype=torch.bool) if given is None else given == y
-            allowed = (reference_labels[None, :] == y[:, None]) | ~kept[:, None]
-        return sample.velocity + posterior_shift(path, sample.x_t, sample.t, references, sample.x1, allowed)
 
 
 LOSSES: dict[str, Callable[..., FlowMatching]] = {

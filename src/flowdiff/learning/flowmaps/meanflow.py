@@ -37,7 +37,7 @@ from flowdiff.learning.flowmaps.common import (
     per_example,
 )
 from flowdiff.learning.flowmaps.maps import require_flow_map
-from flowdiff.learning.flowmaps.stable import stable_target_coupling, stable_velocity
+from flowdiff.learning.stable_target import require_independent, stable_velocity
 
 
 def _column(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -90,7 +90,7 @@ velocity on the conditional velocity; see `MeanFlow`)."""
 
 VELOCITIES = ("conditional", "stable")
 """The v(z_t, t) in MeanFlow's target: the pair's conditional velocity, or its average over the minibatch's
-posterior (the stable target of `losses.StableTargetFlowMatching`: less noise, independent pairs only)."""
+posterior (`flowdiff.learning.stable_target`: less noise, independent pairs only)."""
 
 
 class MeanFlow:
@@ -167,7 +167,7 @@ class MeanFlow:
 
         require_flow_map(model, "the MeanFlow loss")
         if self.velocity == "stable":
-            stable_target_coupling(coupling)
+            require_independent(coupling)
         first, cond = path_batch(model, path, x1, y, coupling, label_dropout, generator)  # first.t ~ U[0, 1]
         t, r = self.times(first.t, generator, x1.device, x1.dtype)
         s = path.sample(first.x1, t, noise=first.noise)
