@@ -112,3 +112,52 @@ def test_meanflow_with_the_stable_velocity_rebuilds_refuses_ot_and_has_less_grad
     noise = {velocity: gradient_noise(model, MeanFlow(velocity=velocity), mixture, draws=20)
              for velocity in ("conditional", "stable")}
     assert noise["stable"] < 0.7 * noise["conditional"], noise  # measured 0.51: the JVP term keeps some noise
+
+
+def test_the_shortcut_with_the_stable_velocity_is_stable_flow_matching_when_it_trains_no_jumps():
+    """With consistency_share 0 the shortcut loss is flow matching on the same draws: with the stable velocity, the
+    stable-target loss (equal to 1e-6), and not flow matching's own target."""
+    from flowdiff.learning.flowmaps import Shortcut
+
+    torch.manual_seed(0)
+    model, x1 = MLP(2, hidden=(32, 32), flow_map=True), eight_gaussians().sample(256, torch.Generator()).float()
+
+    def value(loss) -> float:
+        with torch.no_grad():
+            return float(loss(model, PATH, x1, generator=torch.Generator().manual_seed(7)))
+
+    stable = value(Shortcut(consistency_share=0.0, velocity="stable"))
+    assert stable == pytest.approx(value(get_loss("stable_target")), rel=1e-6)
+    assert abs(stable - value(get_loss("flow_matching"))) > 0.1 * stable
+    loss = Shortcut(velocity="stable")
+    assert get_loss(loss.config()).config() == loss.config() and Shortcut().velocity == "conditional"
+    with pytest.raises(InvalidInputError, match="unknown shortcut velocity 'posterior'"):
+        Shortcut(velocity="posterior")
+    with pytest.raises(IncompatibleError, match="needs independent pairs.*'ot'"):
+        loss(model, PATH, x1, coupling="ot")
+
+
+def test_the_config_gives_the_velocity_to_flow_map_methods_only_and_with_independent_pairs():
+    data = eight_gaussians().sample(64, torch.Generator().manual_seed(0)).float()
+    for method in ("meanflow", "imeanflow", "shortcut"):
+        trainer = fd.Trainer(MLP(2, hidden=(8,), flow_map=True), PATH, data, method=method, velocity="stable",
+                             steps=1, batch_size=16, device="cpu")
+        assert trainer.loss.velocity == "stable", method
+    assert fd.Trainer(MLP(2, hidden=(8,)), PATH, data, steps=1, device="cpu").loss.config()["name"] == "flow_matching"
+    with pytest.raises(InvalidInputError, match="is for the flow-map methods.*loss='stable_target'"):
+        fd.TrainConfig(velocity="stable")
+    with pytest.raises(InvalidInputError, match="needs independent pairs, not the coupling 'ot'"):
+        fd.TrainConfig(method="shortcut", velocity="stable", coupling="ot")
+    with pytest.raises(InvalidInputError, match="unknown flow-map velocity 'fast'"):
+        fd.TrainConfig(method="meanflow", velocity="fast")
+
+
+def test_cli_trains_a_flow_map_with_the_stable_velocity_and_refuses_it_for_a_flow(tmp_path, cli):
+    tiny = ["--data", "moons", "--steps", "10", "--batch", "32", "--hidden", "16,16", "--quiet", "--no-report"]
+    done = cli("train", *tiny, "--method", "shortcut", "--velocity", "stable", "--out", tmp_path / "run")
+    assert done.returncode == 0, done.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["training"]["velocity"] == "stable"
+    refused = cli("train", *tiny, "--velocity", "stable", "--out", tmp_path / "flow")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "is for the flow-map methods" in refused.stderr and not (tmp_path / "flow").exists()

@@ -13,6 +13,7 @@ import typer
 from flowdiff.cli.options import choice, names
 from flowdiff.errors import IncompatibleError, InvalidInputError
 from flowdiff.learning.discrete.loss import DISCRETE_LOSSES
+from flowdiff.learning.flowmaps.common import VELOCITIES
 from flowdiff.learning.losses import LOSSES, METHODS, TIME_LAWS
 from flowdiff.learning.models import MODELS
 from flowdiff.learning.training.config import LR_SCHEDULES, OT_SCOPES, PRECISIONS, TrainConfig
@@ -93,6 +94,10 @@ def train_command(
     time_law: str = typer.Option(None, "--time-law", parser=choice(TIME_LAWS, "time law"),
                                  help=f"Law of the training time t: {names(TIME_LAWS)}; early has density 2(1-t), "
                                  f"best with --coupling ot at few steps (default: {D.time_law})."),
+    velocity: str = typer.Option(None, "--velocity", parser=choice(VELOCITIES, "velocity"),
+                                 help="What a flow-map method (meanflow, imeanflow, shortcut) regresses on as the "
+                                 "velocity: the pair's conditional velocity, or stable, its average over the batch's "
+                                 f"posterior (less noise; independent pairs) (default: {D.velocity})."),
     seed: int = typer.Option(None, "--seed", min=0, help=f"Seed of every random draw (default: {D.seed})."),
     device: str = typer.Option(None, "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, mps "
                                "(default: auto)."),
@@ -136,6 +141,7 @@ def train_command(
 
     given = dict(data=data, steps=steps, batch_size=batch, lr=lr, hidden=hidden, model=model, schedule=schedule,
                  coupling=coupling, ot_scope=ot_scope, time_law=time_law, method=method, loss=loss, seed=seed,
+                 velocity=velocity,
                  label_dropout=label_dropout, precision=precision,
                  labels=labels, label_column=label_column, standardize=standardize, n_data=n_data,
                  image_size=image_size, stream=stream, workers=workers, flip=flip, ema_decay=ema_decay,

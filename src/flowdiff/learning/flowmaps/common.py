@@ -16,6 +16,19 @@ def check_share(name: str, value) -> float:
     return float(value)
 
 
+VELOCITIES = ("conditional", "stable")
+"""The velocity v(z_t, t) a flow-map loss regresses on where it trains the lecture's velocity: the pair's conditional
+velocity, or its average over the minibatch's posterior (`flowdiff.learning.stable_target`: less noise, independent
+pairs only)."""
+
+
+def check_velocity(velocity, loss: str) -> str:
+    """One of `VELOCITIES`, or an error naming the loss."""
+    if velocity not in VELOCITIES:
+        raise InvalidInputError(f"unknown {loss} velocity {velocity!r}; choose one of: {', '.join(VELOCITIES)}")
+    return velocity
+
+
 LOGIT_NORMAL = "logit_normal"
 """MeanFlow's own time law (beside the registered ones): the paper's logit-normal law in flowdiff's direction."""
 

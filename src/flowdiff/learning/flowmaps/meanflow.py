@@ -32,6 +32,7 @@ from flowdiff.learning.flowmaps.common import (
     check_positive,
     check_share,
     check_time_options,
+    check_velocity,
     draw_time,
     logit_normal,
     per_example,
@@ -88,11 +89,6 @@ VARIANTS = ("original", "improved")
 """MeanFlow's losses: the original (regress u on the identity's target) and improved MeanFlow (regress the compound
 velocity on the conditional velocity; see `MeanFlow`)."""
 
-VELOCITIES = ("conditional", "stable")
-"""The v(z_t, t) in MeanFlow's target: the pair's conditional velocity, or its average over the minibatch's
-posterior (`flowdiff.learning.stable_target`: less noise, independent pairs only)."""
-
-
 class MeanFlow:
     """The MeanFlow loss: E sg(w) |u_theta(z_t, r, t) - sg(v + (r - t) d/dt u_theta)|^2 (see the module docstring).
 
@@ -111,7 +107,7 @@ class MeanFlow:
     of d/dt u_theta being sg(u_theta(z_t, t, t)) (module docstring; one more forward pass, without gradients).
 
     `velocity="stable"`: v is the conditional velocity averaged over the minibatch's posterior instead of the pair's
-    own (`VELOCITIES`); both targets are linear in v, so their expectation is unchanged up to the average's
+    own (`common.VELOCITIES`); both targets are linear in v, so their expectation is unchanged up to the average's
     O(1/batch) bias, and their noise falls (docs/few_step.md).
     """
 
@@ -131,9 +127,7 @@ class MeanFlow:
         self.time_mu, self.time_sigma = check_finite("time_mu", time_mu), check_positive("time_sigma", time_sigma)
         if variant not in VARIANTS:
             raise InvalidInputError(f"unknown MeanFlow variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
-        if velocity not in VELOCITIES:
-            raise InvalidInputError(f"unknown MeanFlow velocity {velocity!r}; choose one of: {', '.join(VELOCITIES)}")
-        self.variant, self.velocity = variant, velocity
+        self.variant, self.velocity = variant, check_velocity(velocity, "MeanFlow")
 
     def _options(self) -> dict:
         return {"flow_share": self.flow_share, "power": self.power, "eps": self.eps, "time_law": self.time_law,

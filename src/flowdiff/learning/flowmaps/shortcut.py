@@ -10,6 +10,8 @@ Training regresses u_theta(x_t, t, t) on the conditional velocity (flow matching
 batch and u_theta(x_t, t + 2d, t) on the stop-gradient right side above on the rest, with d drawn from
 the dyadic sizes 1/M, 2/M, ..., 1/2 (M = `max_steps`) and t uniform on [0, 1 - 2d]; at the finest d = 1/M
 the two half steps use the velocity u(x, t, t), the level flow matching trains (the paper's choice).
+With `velocity="stable"` the flow-matching part regresses on the conditional velocity averaged over the
+minibatch's posterior (flowdiff.learning.stable_target) instead of the pair's own.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import math
 import torch
 
 from flowdiff.errors import InvalidInputError
-from flowdiff.learning.flowmaps.common import check_share, check_time_options, per_example
+from flowdiff.learning.flowmaps.common import check_share, check_time_options, check_velocity, per_example
 from flowdiff.learning.flowmaps.maps import require_flow_map
+from flowdiff.learning.stable_target import require_independent, stable_velocity
 
 
 def _column(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -45,6 +48,8 @@ class Shortcut:
 
     `consistency_share` of each batch trains the two-steps-equal-one target (the rest flow matching,
     whose times follow `time_law` on [t_min, t_max]); `max_steps` M (a power of 2) is the finest step 1/M.
+    `velocity` is flow matching's target: the pair's conditional velocity or the batch posterior's average
+    ("stable", independent pairs only; `common.VELOCITIES`).
     """
 
     name = "shortcut"
@@ -52,8 +57,9 @@ class Shortcut:
     flow_map = True
 
     def __init__(self, consistency_share: float = 0.25, max_steps: int = 128, time_law: str = "uniform",
-                 t_min: float = 0.0, t_max: float = 1.0) -> None:
+                 t_min: float = 0.0, t_max: float = 1.0, velocity: str = "conditional") -> None:
         check_time_options(time_law, t_min, t_max)
+        self.velocity = check_velocity(velocity, "shortcut")
         self.consistency_share = check_share("consistency_share", consistency_share)
         whole = isinstance(max_steps, int) and not isinstance(max_steps, bool)
         if not whole or max_steps < 2 or max_steps & (max_steps - 1):
@@ -64,7 +70,7 @@ class Shortcut:
 
     def _options(self) -> dict:
         return {"consistency_share": self.consistency_share, "max_steps": self.max_steps, "time_law": self.time_law,
-                "t_min": self.t_min, "t_max": self.t_max}
+                "t_min": self.t_min, "t_max": self.t_max, "velocity": self.velocity}
 
     def step_sizes(self, n: int, generator, device, dtype) -> torch.Tensor:
         """n step sizes d = 2^k / M, k uniform on 0 .. log2(M) - 1 (so that 2d <= 1)."""
@@ -80,10 +86,13 @@ class Shortcut:
         from flowdiff.learning.losses import draw, path_batch
 
         require_flow_map(model, "the shortcut loss")
+        if self.velocity == "stable":
+            require_independent(coupling)
         s, cond = path_batch(model, path, x1, y, coupling, label_dropout, generator, self.t_min, self.t_max,
                              self.time_law)
         k = round(self.consistency_share * x1.shape[0])
-        x_t, t, r, target = s.x_t, s.t, s.t, s.velocity
+        velocity = s.velocity if self.velocity == "conditional" else stable_velocity(path, s, y, cond.get("y"))
+        x_t, t, r, target = s.x_t, s.t, s.t, velocity
         if k:
             d = self.step_sizes(k, generator, x1.device, x1.dtype)
             t_k = (1 - 2 * d) * draw("uniform", (k,), generator, x1.device, x1.dtype)

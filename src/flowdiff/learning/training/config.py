@@ -26,6 +26,9 @@ OT_SCOPES = ("global", "local")
 NOT_RESULT_FIELDS = ("checkpoint_every", "log_every", "device")
 """Settings that do not change the trained weights: a resumed run may change them."""
 
+FLOW_MAP_METHODS = ("meanflow", "imeanflow", "shortcut")
+"""The methods that train a flow map u(x, r, t) and take a `velocity` target."""
+
 MAX_STEPS = 10**9
 """The most optimisation steps a run may ask for: months of training at any speed this code reaches, so a
 larger number is a typo (a run that would never end), refused before anything starts."""
@@ -56,6 +59,7 @@ class TrainConfig:
     loss: str = "flow_matching"
     coupling: str = "independent"
     time_law: str = "uniform"
+    velocity: str = "conditional"  # a flow-map method's velocity target: conditional or stable (batch posterior)
     label_dropout: float = 0.1
     ot_scope: str = "global"
     # the optimisation
@@ -111,6 +115,7 @@ class TrainConfig:
             raise InvalidInputError(f"unknown ot_scope {self.ot_scope!r}; choose one of: {', '.join(OT_SCOPES)}")
         self._check_names()
         self._resolve_method()
+        self._check_velocity()
 
     def _resolve_method(self) -> None:
         """A method that names its own loss (meanflow, shortcut) sets `loss`; another loss given with it is refused."""
@@ -122,6 +127,24 @@ class TrainConfig:
                 raise InvalidInputError(f"the method {self.method!r} trains with its own loss ({own!r}), not "
                                         f"{self.loss!r}; leave the loss at its default")
             object.__setattr__(self, "loss", own)
+
+    def _check_velocity(self) -> None:
+        """The stable velocity is for the flow-map methods (a flow takes loss = stable_target) on independent pairs."""
+        from flowdiff.learning.flowmaps.common import VELOCITIES, check_velocity
+
+        check_velocity(self.velocity, "flow-map")
+        if self.velocity == VELOCITIES[0]:
+            return
+        if self.method not in FLOW_MAP_METHODS:
+            raise InvalidInputError(f"velocity={self.velocity!r} is for the flow-map methods "
+                                    f"({', '.join(FLOW_MAP_METHODS)}); a flow model takes loss='stable_target'")
+        if self.coupling != "independent":
+            raise InvalidInputError(f"velocity={self.velocity!r} needs independent pairs, not the coupling "
+                                    f"{self.coupling!r} (its posterior assumes x_t ~ N(alpha_t z, beta_t^2 I) given z)")
+
+    def loss_options(self) -> dict:
+        """The keyword arguments of the loss object beside its name: the time law, and a flow map's velocity."""
+        return {"time_law": self.time_law, **({"velocity": self.velocity} if self.method in FLOW_MAP_METHODS else {})}
 
     def _check_names(self) -> None:
         """Names that a registry resolves: checked here so that a bad one fails before any work."""

@@ -79,7 +79,7 @@ class Trainer:
         self.shard = distributed.shard_of_this_rank(gather_couplings=self.config.ot_scope == "global")
         self.local_batch = _local_batch(self.config.batch_size, self.shard.world_size)
         self.data = data_source(data, labels, model, self.device)
-        self.loss = objects.get("loss") or get_loss(self.config.loss, time_law=self.config.time_law)
+        self.loss = objects.get("loss") or get_loss(self.config.loss, **self.config.loss_options())
         self._loss_options = ({"time_law": self.config.time_law}
                               if "loss" in objects and self.config.time_law != "uniform" else {})
         self.coupling = get_coupling(objects.get("coupling", self.config.coupling))
