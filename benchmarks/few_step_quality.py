@@ -26,6 +26,10 @@ its ODE (Heun, `--ode-steps` 64) or jumps (64) from `--pairs` noise points are s
                           8 by default; 1 is `flowdiff distill RUN --steps 1`: the one jump 0 -> 1 only), from
                           the teacher's weights (a flow teacher gets the new interval embedding) -> jumps
 
+A student (reflow or distill) trains with lr 1e-3 and `--batch` like every row unless given its own
+`--student-lr` and `--student-batch` (a one-jump student fits its teacher faster per CPU second with lr 3e-3 and
+batch 128: docs/few_step.md, benchmarks/distill_vs_teacher.py).
+
 Two budgets. Equal steps (the default): every network trains `--steps` steps (a student's teacher too).
 Equal CPU time (`--budget SECONDS`): every row gets the same CPU seconds (`time.process_time`, one torch thread:
 on this shared machine, CPU seconds stand for the wall-clock of a quiet one). A probe of `--probe` steps measures
@@ -44,6 +48,9 @@ variation of the mode shares, which say whether a W2 is won by sharper or by blu
     .venv/bin/python benchmarks/few_step_quality.py --budget 60 --calibrate --probe 100 --ema 0.999 --keep 1 \
         --ode-steps 16 --teacher-share 0.8 --pairs 5000 --n 5000 --seeds 6 \
         --methods "fd distill (I-CFM teacher),flow_matching I-CFM,torchcfm OT-CFM"
+    .venv/bin/python benchmarks/few_step_quality.py --budget 60 --calibrate --probe 100 --ema 0.999 --keep 1 \
+        --ode-steps 16 --teacher-share 0.7 --student-batch 128 --student-lr 3e-3 --pairs 5000 --n 5000 --seeds 6 \
+        --methods "fd distill (stable teacher),flow_matching I-CFM,torchcfm OT-CFM"
     .venv/bin/python benchmarks/few_step_quality.py --report a.json b.json   # tables of runs (seeds) merged
     .venv/bin/python benchmarks/few_step_quality.py --quick       # a smoke run: 300 steps, n = 500, one seed
 """
@@ -150,8 +157,9 @@ class Trained:
 
 
 def train(loss_fn, flow_map: bool, data: torch.Tensor, steps: int, batch: int, seed: int,
-          init: MLP | None = None, ema: float | None = None) -> Trained:
-    """quality_vs_nfe's shared loop, for a network with or without the second time, from `init`'s weights if given."""
+          init: MLP | None = None, ema: float | None = None, lr: float = 1e-3) -> Trained:
+    """quality_vs_nfe's shared loop, for a network with or without the second time, from `init`'s weights if given
+    (every row trains with lr 1e-3; a student may take its own)."""
     torch.manual_seed(seed)
     model = MLP(2, hidden=HIDDEN, flow_map=flow_map)
     if init is not None:
@@ -159,7 +167,7 @@ def train(loss_fn, flow_map: bool, data: torch.Tensor, steps: int, batch: int, s
     model.requires_grad_(True)
     torch.manual_seed(seed + 2)
     trainer = fd.Trainer(model, PATH, data, loss=lambda model, path, x1, generator, **_: loss_fn(model, x1, generator),
-                         steps=steps, batch_size=batch, lr=1e-3, warmup=0, grad_clip=None, ema_decay=ema, seed=seed,
+                         steps=steps, batch_size=batch, lr=lr, warmup=0, grad_clip=None, ema_decay=ema, seed=seed,
                          device="cpu", log_every=steps)
     started = time.process_time()
     trainer.fit()
@@ -167,9 +175,11 @@ def train(loss_fn, flow_map: bool, data: torch.Tensor, steps: int, batch: int, s
     return Trained(weights.eval().requires_grad_(False), time.process_time() - started, steps)
 
 
-def budget_steps(loss_fn, flow_map: bool, data: torch.Tensor, seconds: float, args, seed: int, init=None) -> int:
+def budget_steps(loss_fn, flow_map: bool, data: torch.Tensor, seconds: float, args, seed: int, init=None,
+                 batch: int | None = None) -> int:
     """The steps that `seconds` of CPU buy: a probe of args.probe steps measures this loss's seconds per step."""
-    probe = train(loss_fn, flow_map, data[: args.probe * args.batch], args.probe, args.batch, seed, init, args.ema)
+    batch = batch or args.batch
+    probe = train(loss_fn, flow_map, data[: args.probe * batch], args.probe, batch, seed, init, args.ema)
     return max(1, int(seconds / (probe.cpu_s / args.probe)))
 
 
@@ -225,13 +235,14 @@ def train_student(name: str, seconds: float | None, args, seed: int, teachers: d
     states, ode_s = teacher_states(teacher, METHODS[teacher_name][1], args.pairs, 1 if kind == "reflow" else args.keep,
                                    seed, args.ode_steps)
     loss_fn, flow_map, data = student_loss(kind, states), kind == "distill", states[:, -1]
+    batch, lr = args.student_batch or args.batch, args.student_lr
     steps, left = args.steps, None
     if seconds is not None:
         left = seconds - teacher.cpu_s - ode_s
-        steps = budget_steps(loss_fn, flow_map, data, left, args, seed, teacher.model) if left > 0 else 0
+        steps = budget_steps(loss_fn, flow_map, data, left, args, seed, teacher.model, batch) if left > 0 else 0
     if steps < 1:
         raise SystemExit(f"{name}: the teacher and its ODE used the whole budget of {seconds} s; raise --budget")
-    student = within_budget(lambda n: train(loss_fn, flow_map, data, n, args.batch, seed, teacher.model, args.ema),
+    student = within_budget(lambda n: train(loss_fn, flow_map, data, n, batch, seed, teacher.model, args.ema, lr),
                             steps, left, args)
     parts = {"teacher_s": teacher.cpu_s, "teacher_steps": teacher.steps, "ode_s": ode_s, "student_s": student.cpu_s,
              "student_steps": student.steps}
@@ -357,6 +368,9 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=None, help="CPU seconds for each row instead of --steps")
     parser.add_argument("--probe", type=int, default=40, help="steps of the probe that measures seconds per step")
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--student-batch", type=int, default=None,
+                        help="a teacher-based row's student trains with this batch (default: --batch)")
+    parser.add_argument("--student-lr", type=float, default=1e-3, help="the peak learning rate of a student")
     parser.add_argument("--keep", type=int, default=KEEP, help="a distilled student's grid: every pair of i / keep")
     parser.add_argument("--teacher-share", type=float, default=TEACHER_SHARE,
                         help="the share of a teacher-based row's --budget that its teacher trains with")
@@ -380,6 +394,9 @@ def main() -> None:
     if min(args.keep, args.ode_steps) < 1 or args.ode_steps % args.keep or not 0 < args.teacher_share < 1:
         raise SystemExit(f"--keep and --ode-steps must be >= 1, --keep divide --ode-steps, and --teacher-share lie in "
                          f"(0, 1); got {args.keep}, {args.ode_steps} and {args.teacher_share}")
+    if (args.student_batch is not None and args.student_batch < 1) or args.student_lr <= 0:
+        raise SystemExit(f"--student-batch must be >= 1 and --student-lr > 0, got {args.student_batch} and "
+                         f"{args.student_lr}")
     if args.ema is not None and not 0 <= args.ema < 1:
         raise SystemExit(f"--ema must lie in [0, 1), got {args.ema}")
     if args.quick:
