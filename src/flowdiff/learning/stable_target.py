@@ -1,4 +1,4 @@
-"""The stable target's velocity for any loss that regresses on v(x_t, t): flow matching and MeanFlow.
+"""The stable target's velocity for any loss that regresses on v(x_t, t): flow matching, MeanFlow, the shortcut.
 
 The conditional velocity of each pair averaged over the posterior of the minibatch's data points
 (flowdiff.paths.empirical_posterior), with labels respected, over the global batch under torchrun (gathered

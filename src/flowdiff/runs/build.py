@@ -72,7 +72,6 @@ def load_stream(config: TrainConfig) -> tuple[StreamingData, DataInfo]:
 def build_network(config: TrainConfig, dataset: Dataset | DataInfo) -> nn.Module:
     """The network the config names for this data (seeded by config.seed): an MLP, a U-Net or a DiT;
     a flow map u(x, r, t) (flow_map=True) when the loss trains one (meanflow, shortcut)."""
-    from flowdiff.learning.losses import LOSSES
     from flowdiff.learning.models import MLP, build_model, default_image_model
 
     info = dataset if isinstance(dataset, DataInfo) else dataset.info
@@ -81,7 +80,7 @@ def build_network(config: TrainConfig, dataset: Dataset | DataInfo) -> nn.Module
         raise InvalidInputError("the mlp model takes vectors; for images use the unet or dit model")
     if not images and config.model not in ("default", "mlp"):
         raise InvalidInputError(f"the {config.model} model is for images; vector data uses the mlp model")
-    flow_map = getattr(LOSSES[config.loss], "flow_map", False)
+    flow_map = config.flow_map
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         if not images:

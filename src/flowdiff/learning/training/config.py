@@ -26,9 +26,6 @@ OT_SCOPES = ("global", "local")
 NOT_RESULT_FIELDS = ("checkpoint_every", "log_every", "device")
 """Settings that do not change the trained weights: a resumed run may change them."""
 
-FLOW_MAP_METHODS = ("meanflow", "imeanflow", "shortcut")
-"""The methods that train a flow map u(x, r, t) and take a `velocity` target."""
-
 MAX_STEPS = 10**9
 """The most optimisation steps a run may ask for: months of training at any speed this code reaches, so a
 larger number is a typo (a run that would never end), refused before anything starts."""
@@ -115,7 +112,7 @@ class TrainConfig:
             raise InvalidInputError(f"unknown ot_scope {self.ot_scope!r}; choose one of: {', '.join(OT_SCOPES)}")
         self._check_names()
         self._resolve_method()
-        self._check_velocity()
+        self._check_stable_target()
 
     def _resolve_method(self) -> None:
         """A method that names its own loss (meanflow, shortcut) sets `loss`; another loss given with it is refused."""
@@ -128,23 +125,33 @@ class TrainConfig:
                                         f"{self.loss!r}; leave the loss at its default")
             object.__setattr__(self, "loss", own)
 
-    def _check_velocity(self) -> None:
-        """The stable velocity is for the flow-map methods (a flow takes loss = stable_target) on independent pairs."""
-        from flowdiff.learning.flowmaps.common import VELOCITIES, check_velocity
+    @property
+    def flow_map(self) -> bool:
+        """Whether the loss trains a flow map u(x, r, t) (meanflow, imeanflow, shortcut): a network with two times."""
+        from flowdiff.learning.losses import LOSSES
+
+        return getattr(LOSSES[self.loss], "flow_map", False)
+
+    def _check_stable_target(self) -> None:
+        """The batch-posterior target (loss stable_target, or a flow map's stable velocity) needs independent pairs;
+        the stable velocity is for flow maps (a flow takes loss stable_target)."""
+        from flowdiff.learning.flowmaps.common import check_velocity
+        from flowdiff.learning.losses import LOSSES, METHODS
 
         check_velocity(self.velocity, "flow-map")
-        if self.velocity == VELOCITIES[0]:
-            return
-        if self.method not in FLOW_MAP_METHODS:
-            raise InvalidInputError(f"velocity={self.velocity!r} is for the flow-map methods "
-                                    f"({', '.join(FLOW_MAP_METHODS)}); a flow model takes loss='stable_target'")
-        if self.coupling != "independent":
-            raise InvalidInputError(f"velocity={self.velocity!r} needs independent pairs, not the coupling "
-                                    f"{self.coupling!r} (its posterior assumes x_t ~ N(alpha_t z, beta_t^2 I) given z)")
+        stable_velocity = self.velocity == "stable"
+        if stable_velocity and not self.flow_map:
+            methods = [name for name, loss in METHODS.items() if loss and getattr(LOSSES[loss], "flow_map", False)]
+            raise InvalidInputError(f"velocity={self.velocity!r} is for the flow-map methods ({', '.join(methods)}); "
+                                    "a flow model takes loss='stable_target'")
+        user = "the stable_target loss" if self.loss == "stable_target" else "velocity='stable'"
+        if (stable_velocity or self.loss == "stable_target") and self.coupling != "independent":
+            raise InvalidInputError(f"{user} needs independent pairs, not the coupling {self.coupling!r} (its "
+                                    "posterior assumes x_t ~ N(alpha_t z, beta_t^2 I) given z)")
 
     def loss_options(self) -> dict:
         """The keyword arguments of the loss object beside its name: the time law, and a flow map's velocity."""
-        return {"time_law": self.time_law, **({"velocity": self.velocity} if self.method in FLOW_MAP_METHODS else {})}
+        return {"time_law": self.time_law, **({"velocity": self.velocity} if self.flow_map else {})}
 
     def _check_names(self) -> None:
         """Names that a registry resolves: checked here so that a bad one fails before any work."""
@@ -159,9 +166,6 @@ class TrainConfig:
         lookup(COUPLINGS, self.coupling, "coupling")
         lookup(TIME_LAWS, self.time_law, "time law")
         lookup(SCHEDULES, self.schedule, "schedule")
-        if self.loss == "stable_target" and self.coupling != "independent":
-            raise InvalidInputError(f"the stable_target loss needs independent pairs, not the coupling "
-                                    f"{self.coupling!r} (its posterior assumes x_t ~ N(alpha_t z, beta_t^2 I) given z)")
         if self.model != "default":
             lookup(MODELS, self.model, "model")
         if self.method == "discrete":  # the mixture path: its source, kappa schedule (`schedule`) and loss
